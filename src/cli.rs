@@ -1,0 +1,405 @@
+//! The command line: `serve` (the default), `review`, `check` and `certs`.
+//!
+//! Every flag is also an environment variable (`PYTORCHJOB_GUARD_…`, shown in `--help`), the
+//! way a Deployment configures it. Each command returns its exit code: `review` 0 when a
+//! response was produced and 2 on unreadable input; `check` 0 allowed, 1 denied, 2 error;
+//! `serve` and `certs` 0 on success and 2 on bad configuration. `review` and `check` go through
+//! [`admission::review`], the same function `/validate` calls, so the three cannot disagree.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::admission::{self, Verdict};
+use crate::certs;
+use crate::policy::Policy;
+use crate::server::{self, AppState, Health};
+use crate::telemetry::{self, LogFormat};
+use crate::tls::{MinTlsVersion, ReloadingConfig, TlsSettings};
+
+/// Exit code: success, or the update is allowed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: `check` found a forbidden change.
+pub const EXIT_DENIED: u8 = 1;
+/// Exit code: unreadable input or bad configuration.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Default serving certificate path.
+pub const DEFAULT_TLS_CERT: &str = "certs/tls.crt";
+/// Default serving key path.
+pub const DEFAULT_TLS_KEY: &str = "certs/tls.key";
+
+/// pytorchjob-guard: a validating admission webhook that freezes a PyTorchJob after creation,
+/// except metadata.labels, metadata.annotations, spec.activeDeadlineSeconds,
+/// spec.ttlSecondsAfterFinished and spec.cleanPodPolicy (and their spec.runPolicy equivalents).
+#[derive(Debug, Parser)]
+#[command(
+    name = "pytorchjob-guard",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve`'s flags, accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the webhook over HTTPS (the default command).
+    Serve(ServeArgs),
+    /// Answer one AdmissionReview from FILE (or `-`, stdin) on stdout, byte for byte what
+    /// `/validate` returns.
+    Review(ReviewArgs),
+    /// Judge an update from OLD to NEW (YAML or JSON objects) and print the verdict.
+    Check(CheckArgs),
+    /// Write a development CA and a serving certificate and key.
+    Certs(CertsArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "PYTORCHJOB_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain. When neither it nor the key exists at the defaults, a dev CA and
+    /// serving certificate are generated there.
+    #[arg(long, env = "PYTORCHJOB_GUARD_TLS_CERT", default_value = DEFAULT_TLS_CERT)]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "PYTORCHJOB_GUARD_TLS_KEY", default_value = DEFAULT_TLS_KEY)]
+    pub tls_key: PathBuf,
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS).
+    #[arg(long, env = "PYTORCHJOB_GUARD_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Lowest TLS version accepted.
+    #[arg(
+        long,
+        env = "PYTORCHJOB_GUARD_TLS_MIN_VERSION",
+        value_enum,
+        default_value = "1.2"
+    )]
+    pub tls_min_version: MinTlsVersion,
+    /// How often the certificate files are checked for changes (e.g. `10s`, `500ms`).
+    #[arg(long, env = "PYTORCHJOB_GUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// After SIGTERM, how long to keep serving while /readyz reports unready, so endpoints
+    /// are updated before the listener closes.
+    #[arg(long, env = "PYTORCHJOB_GUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Log format.
+    #[arg(
+        long,
+        env = "PYTORCHJOB_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `pytorchjob_guard=debug`); RUST_LOG wins when set.
+    #[arg(long, env = "PYTORCHJOB_GUARD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Flags of `review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// The AdmissionReview JSON file; `-` or nothing reads stdin.
+    #[arg(default_value = "-")]
+    pub file: PathBuf,
+}
+
+/// Flags of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The object before the update (YAML or JSON).
+    #[arg(long, env = "PYTORCHJOB_GUARD_CHECK_OLD")]
+    pub old: PathBuf,
+    /// The object after the update (YAML or JSON).
+    #[arg(long, env = "PYTORCHJOB_GUARD_CHECK_NEW")]
+    pub new: PathBuf,
+}
+
+/// Flags of `certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long, env = "PYTORCHJOB_GUARD_CERTS_OUT")]
+    pub out: PathBuf,
+    /// Extra DNS names or IP addresses for the serving certificate.
+    #[arg(
+        long = "dns",
+        env = "PYTORCHJOB_GUARD_CERTS_DNS",
+        value_delimiter = ','
+    )]
+    pub dns: Vec<String>,
+    /// Namespace of the webhook Service (for the `<service>.<namespace>.svc` names).
+    #[arg(long, env = "PYTORCHJOB_GUARD_CERTS_NAMESPACE", default_value = certs::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Name of the webhook Service.
+    #[arg(long, env = "PYTORCHJOB_GUARD_CERTS_SERVICE", default_value = certs::DEFAULT_SERVICE)]
+    pub service: String,
+}
+
+/// Parse `10s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 10s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("invalid duration unit in {text:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Run the parsed command line; the process exits with the returned code.
+pub fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Review(args)) => review(&args),
+        Some(Command::Check(args)) => check(&args),
+        Some(Command::Certs(args)) => write_certs(&args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("pytorchjob-guard: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    telemetry::init(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_async(args))?;
+    Ok(EXIT_OK)
+}
+
+/// Generate dev certificates at the default paths when neither file exists there.
+fn ensure_dev_certificates(args: &ServeArgs) -> anyhow::Result<()> {
+    let at_defaults =
+        args.tls_cert == Path::new(DEFAULT_TLS_CERT) && args.tls_key == Path::new(DEFAULT_TLS_KEY);
+    if !at_defaults || args.tls_cert.exists() || args.tls_key.exists() {
+        return Ok(());
+    }
+    let names = certs::default_names(certs::DEFAULT_SERVICE, certs::DEFAULT_NAMESPACE);
+    let generated = certs::generate(&names)?;
+    let ca = args.tls_cert.with_file_name(certs::CA_FILE);
+    let written = certs::write_files(&ca, &args.tls_cert, &args.tls_key, &generated)?;
+    tracing::info!(
+        ca = %written.ca.display(),
+        cert = %written.cert.display(),
+        names = ?names,
+        "generated a development CA and serving certificate; trust the CA to call the webhook (curl --cacert {})",
+        written.ca.display()
+    );
+    Ok(())
+}
+
+async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    ensure_dev_certificates(&args)?;
+    let settings = TlsSettings {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        client_ca: args.client_ca.clone(),
+        min_version: args.tls_min_version,
+    };
+    let tls =
+        Arc::new(ReloadingConfig::load(settings).context("cannot load the serving certificate")?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let health = Arc::new(Health::default());
+    let app = server::router(AppState::new(Arc::new(Policy::default()), health.clone()));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
+    tokio::spawn(tls.clone().poll(args.cert_reload_interval, async move {
+        let _ = stop_rx.changed().await;
+    }));
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        cert = %args.tls_cert.display(),
+        mutual_tls = args.client_ca.is_some(),
+        "serving the webhook on https://{}/validate",
+        listener.local_addr()?
+    );
+    let delay = args.shutdown_delay;
+    let drain_health = health.clone();
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        drain_health.begin_shutdown();
+        tracing::info!(
+            ?delay,
+            "shutdown requested: reporting unready, then draining"
+        );
+        tokio::time::sleep(delay).await;
+    };
+    server::serve(listener, tls, app, shutdown).await?;
+    drop(stop_tx);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read stdin")?;
+        Ok(bytes)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+fn review(args: &ReviewArgs) -> anyhow::Result<u8> {
+    let body = read_input(&args.file)?;
+    let reviewed = admission::review(&Policy::default(), &body)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&reviewed.body)?;
+    stdout.write_all(b"\n")?;
+    Ok(EXIT_OK)
+}
+
+/// Read a Kubernetes object from YAML or JSON.
+fn read_object(path: &Path) -> anyhow::Result<Value> {
+    let bytes = read_input(path)?;
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => serde_yaml_ng::from_slice(&bytes)
+            .with_context(|| format!("{} is neither JSON nor YAML", path.display()))?,
+    };
+    if !value.is_object() {
+        bail!("{} does not hold an object", path.display());
+    }
+    Ok(value)
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let old = read_object(&args.old)?;
+    let new = read_object(&args.new)?;
+    let field = |name: &str| {
+        new.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    if kind.is_empty() || api_version.is_empty() {
+        bail!("{} has no apiVersion and kind", args.new.display());
+    }
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let metadata = |key: &str| {
+        new.pointer(&format!("/metadata/{key}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // The review the API server would send for this update, through the same path as /validate.
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "pytorchjob-guard-check",
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+            "name": metadata("name"),
+            "namespace": metadata("namespace"),
+            "operation": "UPDATE",
+            "userInfo": {"username": "pytorchjob-guard-check"},
+            "object": new,
+            "oldObject": old,
+        }
+    });
+    let reviewed = admission::review(&Policy::default(), &serde_json::to_vec(&review)?)?;
+    let response: Value = serde_json::from_slice(&reviewed.body)?;
+    let summary = &reviewed.summary;
+    let mut out = std::io::stdout().lock();
+    match summary.verdict {
+        Verdict::Denied => {
+            let message = response
+                .pointer("/response/status/message")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            writeln!(out, "denied: {message}")?;
+            for path in &summary.forbidden {
+                writeln!(out, "  {path}")?;
+            }
+            Ok(EXIT_DENIED)
+        }
+        Verdict::Allowed => {
+            let why = match summary.reason {
+                admission::Reason::NotGoverned => format!("{kind} is not governed by the policy"),
+                admission::Reason::BeingDeleted => "the object is being deleted".to_owned(),
+                _ if summary.changed.is_empty() => "nothing that is compared changed".to_owned(),
+                _ => "only updatable fields changed".to_owned(),
+            };
+            writeln!(out, "allowed: {why}")?;
+            for path in &summary.changed {
+                writeln!(out, "  {path}")?;
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn write_certs(args: &CertsArgs) -> anyhow::Result<u8> {
+    let mut names = certs::default_names(&args.service, &args.namespace);
+    for name in &args.dns {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let generated = certs::generate(&names)?;
+    let written = certs::write(&args.out, &generated)?;
+    println!(
+        "wrote {}, {} and {} for {}",
+        written.ca.display(),
+        written.cert.display(),
+        written.key.display(),
+        names.join(", ")
+    );
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

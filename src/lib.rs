@@ -1,0 +1,23 @@
+//! pytorchjob-guard: a validating admission webhook that freezes a Kubeflow PyTorchJob after
+//! creation, except the fields its update API lets change.
+//!
+//! The module map, in dependency order (each module only uses the ones above it):
+//!
+//! | module | what lives there | may touch |
+//! | --- | --- | --- |
+//! | [`policy`] | the decision core: [`policy::Policy`], the leaf diff, [`policy::FieldPath`] | nothing (pure) |
+//! | [`admission`] | kube's `AdmissionReview` in, response review out: the one path behind every front door | nothing (pure) |
+//! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
+//! | [`tls`] | PEM → rustls `ServerConfig` (ring, ALPN h2 + http/1.1, client CA), reload keeping the last good | the certificate files |
+//! | [`server`] | axum routes, bounded bodies, HTTP/1.1 + HTTP/2 over TLS, graceful shutdown | the listener it is given |
+//! | [`telemetry`] | the `tracing` subscriber | stderr |
+//! | [`cli`] | clap commands `serve` / `review` / `check` / `certs` and their exit codes | all of the above |
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod policy;
+pub mod server;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,298 @@
+//! TLS: PEM files to a rustls `ServerConfig`, and a config that reloads when the files change.
+//!
+//! ring is the only crypto provider compiled in ([`crypto_provider`]); every config is built
+//! with it explicitly, so no process-wide default has to be installed. ALPN offers `h2` and
+//! `http/1.1` — the API server always speaks HTTP/1.1 to webhooks, other clients may use h2.
+//!
+//! [`ReloadingConfig`] follows controller-runtime's certwatcher: poll the files (Kubernetes
+//! updates a mounted Secret by swapping a `..data` symlink, which defeats naive file watches),
+//! build a new config when their bytes change, and keep the last good one when the new files do
+//! not parse or do not match. New handshakes take the current config; open connections keep
+//! theirs. Touches the filesystem only through the paths it is given.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+/// The lowest TLS version the server accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MinTlsVersion {
+    /// TLS 1.2 and 1.3 (what every supported API server speaks).
+    #[default]
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+/// Where the server's certificate material lives and how strict the handshake is.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+    /// The lowest protocol version accepted.
+    pub min_version: MinTlsVersion,
+}
+
+/// Why certificate material could not be turned into a server config.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A PEM file held no usable item of the expected type.
+    #[error("{path}: {problem}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The private key does not belong to the certificate.
+    #[error("the private key {key} does not match the certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// rustls rejected the material.
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA bundle could not be used.
+    #[error("invalid client CA {path}: {problem}")]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The one crypto provider: ring.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// ALPN protocols offered, in preference order. `http/1.1` is always offered: the API server
+/// speaks only HTTP/1.1 to webhooks.
+pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The bytes a config was built from: when they change, the config is rebuilt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Material {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Material {
+    fn read(settings: &TlsSettings) -> Result<Self, TlsError> {
+        Ok(Self {
+            cert: read(&settings.cert)?,
+            key: read(&settings.key)?,
+            client_ca: settings.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
+/// Parse every certificate in a PEM document.
+pub fn parse_certificates(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            problem: format!("not a PEM certificate chain: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            problem: "no CERTIFICATE block found".to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn build(settings: &TlsSettings, material: &Material) -> Result<ServerConfig, TlsError> {
+    let provider = crypto_provider();
+    let chain = parse_certificates(&settings.cert, &material.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&material.key).map_err(|e| TlsError::Pem {
+        path: settings.key.clone(),
+        problem: format!("no usable private key: {e}"),
+    })?;
+    let signing_key = provider.key_provider.load_private_key(key)?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+    if certified.keys_match().is_err() {
+        return Err(TlsError::KeyMismatch {
+            cert: settings.cert.clone(),
+            key: settings.key.clone(),
+        });
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
+        MinTlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinTlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let builder = match (&settings.client_ca, &material.client_ca) {
+        (Some(path), Some(pem)) => {
+            let mut roots = RootCertStore::empty();
+            for ca in parse_certificates(path, pem)? {
+                roots.add(ca).map_err(|e| TlsError::ClientCa {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// Load the settings' files once into a server config.
+pub fn load(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
+    build(settings, &Material::read(settings)?)
+}
+
+/// A server config rebuilt from its files whenever they change, keeping the last good one.
+#[derive(Debug)]
+pub struct ReloadingConfig {
+    settings: TlsSettings,
+    current: RwLock<Arc<ServerConfig>>,
+    loaded: Mutex<Material>,
+}
+
+/// What a reload attempt did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The files are unchanged.
+    Unchanged,
+    /// New files were loaded; new handshakes use them.
+    Reloaded,
+    /// The files changed but are unusable; the last good config keeps serving.
+    Rejected(TlsError),
+}
+
+impl ReloadingConfig {
+    /// Load the files; fails (so the server refuses to start) when they are unusable.
+    pub fn load(settings: TlsSettings) -> Result<Self, TlsError> {
+        let material = Material::read(&settings)?;
+        let config = build(&settings, &material)?;
+        Ok(Self {
+            settings,
+            current: RwLock::new(Arc::new(config)),
+            loaded: Mutex::new(material),
+        })
+    }
+
+    /// The config for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The settings the config is loaded from.
+    pub fn settings(&self) -> &TlsSettings {
+        &self.settings
+    }
+
+    /// Re-read the files; rebuild and swap the config if they changed and are good.
+    pub fn reload(&self) -> Reload {
+        let material = match Material::read(&self.settings) {
+            Ok(material) => material,
+            Err(error) => return Reload::Rejected(error),
+        };
+        let mut loaded = match self.loaded.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *loaded == material {
+            return Reload::Unchanged;
+        }
+        match build(&self.settings, &material) {
+            Ok(config) => {
+                let config = Arc::new(config);
+                match self.current.write() {
+                    Ok(mut guard) => *guard = config,
+                    Err(poisoned) => *poisoned.into_inner() = config,
+                }
+                *loaded = material;
+                Reload::Reloaded
+            }
+            Err(error) => Reload::Rejected(error),
+        }
+    }
+
+    /// Poll the files every `interval` until `shutdown` completes, logging each change.
+    pub async fn poll(self: Arc<Self>, interval: Duration, shutdown: impl Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        tokio::pin!(shutdown);
+        // A rejected set of files is reported once, not on every tick.
+        let mut last_rejection = String::new();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticker.tick() => {}
+            }
+            let this = self.clone();
+            let outcome = tokio::task::spawn_blocking(move || this.reload()).await;
+            match outcome {
+                Ok(Reload::Unchanged) => {}
+                Ok(Reload::Reloaded) => {
+                    last_rejection.clear();
+                    tracing::info!(cert = %self.settings.cert.display(), "serving certificate reloaded");
+                }
+                Ok(Reload::Rejected(error)) => {
+                    let text = error.to_string();
+                    if text != last_rejection {
+                        tracing::warn!(%error, "new certificate files rejected; still serving the last good certificate");
+                        last_rejection = text;
+                    }
+                }
+                Err(join_error) => tracing::error!(%join_error, "certificate reload task failed"),
+            }
+        }
+    }
+}
