@@ -11,13 +11,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -60,10 +61,11 @@ pub struct AppState {
     health: Arc<Health>,
 }
 
-/// Readiness as the routes report it: ready until shutdown begins.
+/// Readiness as the routes report it (ready until shutdown begins), and requests in flight.
 #[derive(Debug, Default)]
 pub struct Health {
     shutting_down: AtomicBool,
+    in_flight: AtomicUsize,
 }
 
 impl Health {
@@ -76,6 +78,32 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         !self.shutting_down.load(Ordering::SeqCst)
     }
+
+    /// Requests received and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a request in flight until dropped (also when the handler panics or is cancelled).
+struct InFlight(Arc<Health>);
+
+impl InFlight {
+    fn start(health: &Arc<Health>) -> Self {
+        health.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(health.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn track_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start(&state.health);
+    next.run(request).await
 }
 
 impl AppState {
@@ -94,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_in_flight,
+        ))
         .with_state(state)
 }
 

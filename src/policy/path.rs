@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn orders_indices_numerically() {
-        let mut paths = vec![p("a[10]"), p("a[2]"), p("a.b"), p("a[1].c")];
+        let mut paths = [p("a[10]"), p("a[2]"), p("a.b"), p("a[1].c")];
         paths.sort();
         let shown: Vec<String> = paths.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["a.b", "a[1].c", "a[2]", "a[10]"]);

@@ -1,0 +1,323 @@
+//! Test support: the real server on an ephemeral loopback port, and a client that calls it the
+//! way the API server does — TLS verified against the CA (its `caBundle`) for the Service name
+//! `pytorchjob-guard.pytorchjob-guard.svc`, HTTP/1.1 (or HTTP/2 for loopback URL webhooks).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pytorchjob_guard::certs::{self, DevCertificates};
+use pytorchjob_guard::policy::Policy;
+use pytorchjob_guard::server::{self, AppState, Health};
+use pytorchjob_guard::tls::{self, MinTlsVersion, ReloadingConfig, TlsSettings};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// The name the API server verifies: `<service>.<namespace>.svc`.
+pub const SERVICE_NAME: &str = "pytorchjob-guard.pytorchjob-guard.svc";
+
+/// Bound on every network wait in tests, so a regression fails instead of hanging.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A server running on 127.0.0.1:0 with freshly generated certificates.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub certs: DevCertificates,
+    pub dir: tempfile::TempDir,
+    pub tls: Arc<ReloadingConfig>,
+    pub health: Arc<Health>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// How to start a test server.
+#[derive(Default)]
+pub struct Options {
+    /// Require client certificates signed by this CA (PEM).
+    pub client_ca: Option<String>,
+    /// Lowest TLS version.
+    pub min_version: MinTlsVersion,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let names = certs::default_names(certs::DEFAULT_SERVICE, certs::DEFAULT_NAMESPACE);
+        let generated = certs::generate(&names).expect("generate certificates");
+        let dir = tempfile::tempdir().expect("temp dir");
+        certs::write(dir.path(), &generated).expect("write certificates");
+        let client_ca = options.client_ca.map(|pem| {
+            let path = dir.path().join("client-ca.crt");
+            std::fs::write(&path, pem).expect("write client CA");
+            path
+        });
+        let settings = TlsSettings {
+            cert: dir.path().join(certs::CERT_FILE),
+            key: dir.path().join(certs::KEY_FILE),
+            client_ca,
+            min_version: options.min_version,
+        };
+        let tls = Arc::new(ReloadingConfig::load(settings).expect("load TLS"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Arc::new(Health::default());
+        let app = server::router(AppState::new(Arc::new(Policy::default()), health.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(listener, tls.clone(), app, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            certs: generated,
+            dir,
+            tls,
+            health,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join(certs::CERT_FILE)
+    }
+
+    /// A client config trusting exactly the server's CA (the webhook's `caBundle`).
+    pub fn client_config(&self, alpn: &[&[u8]]) -> ClientConfig {
+        client_config(&self.certs.ca_pem, alpn, None)
+    }
+
+    /// Open a verified TLS connection offering `alpn`.
+    pub async fn tls_connect(&self, config: ClientConfig) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = tokio::time::timeout(STEP, TcpStream::connect(self.addr))
+            .await
+            .expect("connect in time")?;
+        let name = ServerName::try_from(SERVICE_NAME).unwrap();
+        tokio::time::timeout(
+            STEP,
+            TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        )
+        .await
+        .expect("handshake in time")
+    }
+
+    /// An HTTP/1.1 connection, as the API server opens to webhooks.
+    pub async fn http1(&self) -> http1::SendRequest<Full<Bytes>> {
+        let stream = self
+            .tls_connect(self.client_config(&[b"http/1.1"]))
+            .await
+            .expect("TLS");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.expect("h1");
+        tokio::spawn(connection);
+        sender
+    }
+
+    /// An HTTP/2 connection (ALPN h2).
+    pub async fn http2(&self) -> http2::SendRequest<Full<Bytes>> {
+        let stream = self
+            .tls_connect(self.client_config(&[b"h2", b"http/1.1"]))
+            .await
+            .expect("TLS");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2");
+        tokio::spawn(connection);
+        sender
+    }
+
+    /// Begin shutdown and wait until `serve` returns.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve task")
+    }
+
+    /// Signal shutdown without waiting; returns the serve task.
+    pub fn begin_stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.take().expect("running")
+    }
+}
+
+/// A client config trusting `ca_pem`, offering `alpn`, optionally presenting a client
+/// certificate (`(chain PEM, key PEM)`).
+pub fn client_config(ca_pem: &str, alpn: &[&[u8]], identity: Option<(&str, &str)>) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    for cert in tls::parse_certificates("ca".as_ref(), ca_pem.as_bytes()).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let builder = ClientConfig::builder_with_provider(tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            use rustls::pki_types::PrivateKeyDer;
+            use rustls::pki_types::pem::PemObject;
+            let chain = tls::parse_certificates("client".as_ref(), chain.as_bytes()).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A response, read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A POST request with a body and content type.
+pub fn post(
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::post(path).header("host", SERVICE_NAME);
+    if let Some(content_type) = content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    builder.body(Full::new(body.into())).unwrap()
+}
+
+/// A request with a method and no body.
+pub fn bare(method: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", SERVICE_NAME)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+pub async fn read(response: hyper::Response<hyper::body::Incoming>) -> Answer {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let body = tokio::time::timeout(STEP, response.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// Send over HTTP/1.1 and read the answer.
+pub async fn send1(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Answer {
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    read(response).await
+}
+
+/// Send over HTTP/2 and read the answer.
+pub async fn send2(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Answer {
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    read(response).await
+}
+
+/// A PyTorchJob UPDATE review as the API server sends it; `edit` changes the new object.
+pub fn pytorchjob_update(
+    uid: &str,
+    api_version: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
+    let old = serde_json::json!({
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {
+            "name": "pytorch-simple", "namespace": "kubeflow", "uid": "0b8e7f0c-1d2e-4f3a-9b8c-7d6e5f4a3b2c",
+            "resourceVersion": "4242", "generation": 1, "creationTimestamp": "2025-01-21T10:00:00Z",
+            "labels": {"app": "mnist"}
+        },
+        "spec": {
+            "runPolicy": {"cleanPodPolicy": "None"},
+            "pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": {"spec": {"containers": [
+                    {"name": "pytorch", "image": "docker.io/kubeflowkatib/pytorch-mnist:v1beta1-45c5727",
+                     "command": ["python3", "/opt/pytorch-mnist/mnist.py", "--epochs=1"]}]}}},
+                "Worker": {"replicas": 1, "restartPolicy": "OnFailure", "template": {"spec": {"containers": [
+                    {"name": "pytorch", "image": "docker.io/kubeflowkatib/pytorch-mnist:v1beta1-45c5727",
+                     "command": ["python3", "/opt/pytorch-mnist/mnist.py", "--epochs=1"]}]}}}
+            }
+        }
+    });
+    let mut new = old.clone();
+    new["metadata"]["resourceVersion"] = "4243".into();
+    edit(&mut new);
+    let review = serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "kubeflow.org", "version": "v1", "kind": "PyTorchJob"},
+            "resource": {"group": "kubeflow.org", "version": "v1", "resource": "pytorchjobs"},
+            "requestKind": {"group": "kubeflow.org", "version": "v1", "kind": "PyTorchJob"},
+            "requestResource": {"group": "kubeflow.org", "version": "v1", "resource": "pytorchjobs"},
+            "name": "pytorch-simple",
+            "namespace": "kubeflow",
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice@example.com", "groups": ["system:authenticated"]},
+            "object": new,
+            "oldObject": old,
+            "dryRun": false,
+            "options": {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-patch"}
+        }
+    });
+    serde_json::to_vec(&review).unwrap()
+}
