@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// PEM CA bundle: require client certificates signed by it (mutual TLS).
     #[arg(long, env = "PYTORCHJOB_GUARD_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// With --client-ca: accept only client certificates with this subject common name or DNS
+    /// name (e.g. `kube-apiserver`).
+    #[arg(long, env = "PYTORCHJOB_GUARD_CLIENT_NAME", requires = "client_ca")]
+    pub client_name: Option<String>,
     /// Lowest TLS version accepted.
     #[arg(
         long,
@@ -225,6 +229,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
         client_ca: args.client_ca.clone(),
+        client_name: args.client_name.clone(),
         min_version: args.tls_min_version,
     };
     let tls =

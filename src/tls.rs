@@ -16,11 +16,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// The lowest TLS version the server accepts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +48,9 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// PEM CA bundle: when set, clients must present a certificate it signed.
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: accept only client certificates whose subject common name or a DNS
+    /// subject alternative name is this (Gatekeeper's `--client-cn-name kube-apiserver`).
+    pub client_name: Option<String>,
     /// The lowest protocol version accepted.
     pub min_version: MinTlsVersion,
 }
@@ -177,7 +185,13 @@ fn build(settings: &TlsSettings, material: &Material) -> Result<ServerConfig, Tl
                     path: path.clone(),
                     problem: e.to_string(),
                 })?;
-            builder.with_client_cert_verifier(verifier)
+            match &settings.client_name {
+                Some(name) => builder.with_client_cert_verifier(Arc::new(NamedClientVerifier {
+                    inner: verifier,
+                    name: name.clone(),
+                })),
+                None => builder.with_client_cert_verifier(verifier),
+            }
         }
         _ => builder.with_no_client_auth(),
     };
@@ -185,6 +199,89 @@ fn build(settings: &TlsSettings, material: &Material) -> Result<ServerConfig, Tl
         builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// Verifies client certificates with the CA, then accepts only one name.
+#[derive(Debug)]
+struct NamedClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    name: String,
+}
+
+impl ClientCertVerifier for NamedClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if certificate_names(end_entity)
+            .iter()
+            .any(|n| *n == self.name)
+        {
+            Ok(verified)
+        } else {
+            tracing::debug!(expected = %self.name, "client certificate has another name");
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The subject common names and DNS subject alternative names of a certificate.
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = parsed
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// When a certificate stops being valid, in Unix seconds (None if it cannot be parsed).
+pub fn certificate_not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 /// Load the settings' files once into a server config.

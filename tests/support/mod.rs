@@ -47,8 +47,14 @@ pub struct TestServer {
 pub struct Options {
     /// Require client certificates signed by this CA (PEM).
     pub client_ca: Option<String>,
+    /// With `client_ca`: the only client name accepted.
+    pub client_name: Option<String>,
     /// Lowest TLS version.
     pub min_version: MinTlsVersion,
+    /// Serve the certificate through a kubelet-style Secret volume (`..data` symlink swap).
+    pub kubelet_volume: bool,
+    /// Poll the certificate files this often.
+    pub reload_every: Option<Duration>,
 }
 
 impl TestServer {
@@ -60,7 +66,11 @@ impl TestServer {
         let names = certs::default_names(certs::DEFAULT_SERVICE, certs::DEFAULT_NAMESPACE);
         let generated = certs::generate(&names).expect("generate certificates");
         let dir = tempfile::tempdir().expect("temp dir");
-        certs::write(dir.path(), &generated).expect("write certificates");
+        if options.kubelet_volume {
+            publish_like_kubelet(dir.path(), &generated.cert_pem, &generated.key_pem);
+        } else {
+            certs::write(dir.path(), &generated).expect("write certificates");
+        }
         let client_ca = options.client_ca.map(|pem| {
             let path = dir.path().join("client-ca.crt");
             std::fs::write(&path, pem).expect("write client CA");
@@ -70,6 +80,7 @@ impl TestServer {
             cert: dir.path().join(certs::CERT_FILE),
             key: dir.path().join(certs::KEY_FILE),
             client_ca,
+            client_name: options.client_name,
             min_version: options.min_version,
         };
         let tls = Arc::new(ReloadingConfig::load(settings).expect("load TLS"));
@@ -78,8 +89,15 @@ impl TestServer {
         let health = Arc::new(Health::default());
         let app = server::router(AppState::new(Arc::new(Policy::default()), health.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
+        let (stop_poll, poll_stopped) = oneshot::channel::<()>();
+        if let Some(every) = options.reload_every {
+            tokio::spawn(tls.clone().poll(every, async move {
+                let _ = poll_stopped.await;
+            }));
+        }
         let handle = tokio::spawn(server::serve(listener, tls.clone(), app, async move {
             let _ = stopped.await;
+            drop(stop_poll);
         }));
         Self {
             addr,
@@ -320,4 +338,35 @@ pub fn pytorchjob_update(
         }
     });
     serde_json::to_vec(&review).unwrap()
+}
+
+/// Publish `tls.crt` and `tls.key` into `dir` the way the kubelet updates a Secret volume: a new
+/// timestamped directory, a `..data_tmp` symlink to it renamed over `..data` (atomic), stable
+/// `tls.crt -> ..data/tls.crt` links, and the old directory removed.
+#[cfg(unix)]
+pub fn publish_like_kubelet(dir: &std::path::Path, cert_pem: &str, key_pem: &str) {
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static VERSION: AtomicUsize = AtomicUsize::new(0);
+    let version = format!(
+        "..2026_11_27_00_00_00.{:09}",
+        VERSION.fetch_add(1, Ordering::SeqCst)
+    );
+    let data = dir.join(&version);
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), cert_pem).unwrap();
+    std::fs::write(data.join("tls.key"), key_pem).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    symlink(&version, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        let link = dir.join(file);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(format!("..data/{file}"), &link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
 }
