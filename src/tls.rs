@@ -222,10 +222,7 @@ impl ClientCertVerifier for NamedClientVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if certificate_names(end_entity)
-            .iter()
-            .any(|n| *n == self.name)
-        {
+        if certificate_names(end_entity).contains(&self.name) {
             Ok(verified)
         } else {
             tracing::debug!(expected = %self.name, "client certificate has another name");

@@ -145,7 +145,10 @@ async fn a_client_that_does_not_trust_the_ca_or_uses_another_name_is_refused() {
         .await
         .expect_err("unknown CA must fail");
     // Its issuer name matches, its signature does not: rejected like any foreign certificate.
-    assert!(error.to_string().contains("invalid peer certificate"), "{error}");
+    assert!(
+        error.to_string().contains("invalid peer certificate"),
+        "{error}"
+    );
 
     // The right CA, but a name the certificate was not issued for.
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
