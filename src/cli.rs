@@ -19,10 +19,11 @@ use serde_json::{Value, json};
 
 use crate::admission::{self, Verdict};
 use crate::certs;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::server::{self, AppState, Health};
 use crate::telemetry::{self, LogFormat};
-use crate::tls::{MinTlsVersion, ReloadingConfig, TlsSettings};
+use crate::tls::{MinTlsVersion, Reload, ReloadingConfig, TlsSettings};
 
 /// Exit code: success, or the update is allowed.
 pub const EXIT_OK: u8 = 0;
@@ -74,6 +75,13 @@ pub struct ServeArgs {
     /// Address to serve HTTPS on.
     #[arg(long, env = "PYTORCHJOB_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
+    /// Address to serve `/metrics`, `/healthz` and `/readyz` on, in plain HTTP.
+    #[arg(
+        long,
+        env = "PYTORCHJOB_GUARD_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
     /// PEM certificate chain. When neither it nor the key exists at the defaults, a dev CA and
     /// serving certificate are generated there.
     #[arg(long, env = "PYTORCHJOB_GUARD_TLS_CERT", default_value = DEFAULT_TLS_CERT)]
@@ -237,32 +245,59 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let health = Arc::new(Health::default());
-    let app = server::router(AppState::new(Arc::new(Policy::default()), health.clone()));
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
-    tokio::spawn(tls.clone().poll(args.cert_reload_interval, async move {
-        let _ = stop_rx.changed().await;
-    }));
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(not_after) = tls.not_after() {
+        metrics.set_certificate_expiry(not_after);
+    }
+    let state = AppState::new(
+        Arc::new(Policy::default()),
+        Arc::new(Health::default()),
+        metrics.clone(),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let observer = metrics.clone();
+    tokio::spawn(tls.clone().poll(
+        args.cert_reload_interval,
+        move |reload, not_after| {
+            observer.observe_certificate(matches!(reload, Reload::Reloaded), not_after);
+        },
+        stopped(),
+    ));
+    let metrics_server = tokio::spawn(server::serve_metrics(
+        metrics_listener,
+        state.clone(),
+        stopped(),
+    ));
     tracing::info!(
         listen = %listener.local_addr()?,
+        metrics = %args.metrics_listen,
         cert = %args.tls_cert.display(),
         mutual_tls = args.client_ca.is_some(),
         "serving the webhook on https://{}/validate",
         listener.local_addr()?
     );
-    let delay = args.shutdown_delay;
-    let drain_health = health.clone();
-    let shutdown = async move {
-        server::shutdown_signal().await;
-        drain_health.begin_shutdown();
-        tracing::info!(
-            ?delay,
-            "shutdown requested: reporting unready, then draining"
-        );
-        tokio::time::sleep(delay).await;
-    };
-    server::serve(listener, tls, app, shutdown).await?;
+    server::serve(
+        listener,
+        tls,
+        state,
+        server::shutdown_signal(),
+        args.shutdown_delay,
+    )
+    .await?;
     drop(stop_tx);
+    match metrics_server.await {
+        Ok(result) => result.context("metrics listener failed")?,
+        Err(join_error) => tracing::error!(%join_error, "metrics listener task failed"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! | [`admission`] | kube's `AdmissionReview` in, response review out: the one path behind every front door | nothing (pure) |
 //! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
 //! | [`tls`] | PEM → rustls `ServerConfig` (ring, ALPN h2 + http/1.1, client CA), reload keeping the last good | the certificate files |
-//! | [`server`] | axum routes, bounded bodies, HTTP/1.1 + HTTP/2 over TLS, graceful shutdown | the listener it is given |
+//! | [`metrics`] | Prometheus registry (passed in, no globals), bounded label sets | nothing |
+//! | [`server`] | axum routes, bounded bodies, HTTP/1.1 + HTTP/2 over TLS, metrics listener, graceful shutdown | the listeners it is given |
 //! | [`telemetry`] | the `tracing` subscriber | stderr |
 //! | [`cli`] | clap commands `serve` / `review` / `check` / `certs` and their exit codes | all of the above |
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod telemetry;

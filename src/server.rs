@@ -7,12 +7,14 @@
 //!
 //! [`serve`] takes a bound listener and a shutdown future from its caller (tests bind port 0),
 //! bounds every connection (handshake and header timeouts, a connection limit), and on shutdown
-//! stops accepting and lets in-flight requests finish.
+//! reports unready, keeps serving for the drain delay, stops accepting and lets in-flight
+//! requests finish. [`serve_metrics`] serves `/metrics`, `/healthz` and `/readyz` in plain HTTP
+//! on a second listener, off the TLS port.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -31,7 +33,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::admission::{self, ReviewError};
+use crate::admission::{self, ReviewError, Summary};
+use crate::metrics::{self, Metrics, RejectReason};
 use crate::policy::Policy;
 use crate::tls::ReloadingConfig;
 
@@ -59,13 +62,34 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct AppState {
     policy: Arc<Policy>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
-/// Readiness as the routes report it (ready until shutdown begins), and requests in flight.
-#[derive(Debug, Default)]
+/// `/healthz` fails when the accept loop has not ticked for this long: it is wedged or gone.
+pub const LIVENESS_STALE_AFTER: Duration = Duration::from_secs(10);
+/// How often the accept loop proves it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Health as the routes report it: ready until shutdown begins, live while the accept loop
+/// ticks; and the requests in flight.
+#[derive(Debug)]
 pub struct Health {
     shutting_down: AtomicBool,
     in_flight: AtomicUsize,
+    started: Instant,
+    /// Milliseconds after `started` of the accept loop's last tick.
+    last_tick_ms: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            shutting_down: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            started: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Health {
@@ -74,9 +98,22 @@ impl Health {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: not shutting down (a certificate is always loaded: the
+    /// server does not start without one, and a bad new one never replaces it).
     pub fn is_ready(&self) -> bool {
         !self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Whether the accept loop ticked recently.
+    pub fn is_live(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_tick_ms.load(Ordering::SeqCst))
+            < LIVENESS_STALE_AFTER.as_millis() as u64
+    }
+
+    fn tick(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_tick_ms.store(now, Ordering::SeqCst);
     }
 
     /// Requests received and not yet answered.
@@ -85,48 +122,100 @@ impl Health {
     }
 }
 
+impl AppState {
+    /// State for the routers.
+    pub fn new(policy: Arc<Policy>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            policy,
+            health,
+            metrics,
+        }
+    }
+
+    /// The shared health.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
 /// Counts a request in flight until dropped (also when the handler panics or is cancelled).
-struct InFlight(Arc<Health>);
+struct InFlight(AppState);
 
 impl InFlight {
-    fn start(health: &Arc<Health>) -> Self {
-        health.in_flight.fetch_add(1, Ordering::SeqCst);
-        Self(health.clone())
+    fn start(state: &AppState) -> Self {
+        state.health.in_flight.fetch_add(1, Ordering::SeqCst);
+        state.metrics.in_flight().inc();
+        Self(state.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.health.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.in_flight().dec();
     }
 }
 
-async fn track_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let _in_flight = InFlight::start(&state.health);
-    next.run(request).await
+/// Middleware: requests in flight and the HTTP latency histogram.
+async fn observe_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start(&state);
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    state.metrics.observe_http(
+        &path,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
-impl AppState {
-    /// State for the router.
-    pub fn new(policy: Arc<Policy>, health: Arc<Health>) -> Self {
-        Self { policy, health }
-    }
-}
-
-/// The routes, with panic catching. Usable without TLS (`oneshot` tests).
+/// The webhook's routes, with panic catching and metrics. Usable without TLS (`oneshot` tests).
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    let on_panic = move |_: Box<dyn std::any::Any + Send + 'static>| {
+        metrics.reject(RejectReason::panic);
+        tracing::error!("a request handler panicked; answered 500 for that request only");
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while handling the request\n".to_owned(),
+        )
+    };
     Router::new()
         .route("/validate", post(validate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatchPanicLayer::custom(on_panic))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            track_in_flight,
+            observe_request,
         ))
         .with_state(state)
+}
+
+/// The metrics listener's routes: `/metrics`, `/healthz`, `/readyz`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// A client mistake, answered with its status code and a one-line message.
@@ -162,6 +251,19 @@ impl ServeError {
             ServeError::BodyRead(_) | ServeError::EmptyBody | ServeError::Review(_) => {
                 StatusCode::BAD_REQUEST
             }
+        }
+    }
+}
+
+impl ServeError {
+    /// The reject reason counted in metrics.
+    pub fn reject_reason(&self) -> RejectReason {
+        match self {
+            ServeError::UnsupportedMediaType(_) => RejectReason::bad_content_type,
+            ServeError::PayloadTooLarge => RejectReason::body_too_large,
+            ServeError::BodyTimeout => RejectReason::timeout,
+            ServeError::BodyRead(_) => RejectReason::body_read_error,
+            ServeError::EmptyBody | ServeError::Review(_) => RejectReason::malformed_review,
         }
     }
 }
@@ -219,18 +321,44 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     }
 }
 
-async fn validate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match review_request(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            state.metrics.observe_unreviewable(error.reject_reason());
+            error.into_response()
+        }
+    }
+}
+
+async fn review_request(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ServeError> {
-    is_json(&headers)?;
-    let bytes = read_body(&headers, body).await?;
+    is_json(headers)?;
+    let bytes = read_body(headers, body).await?;
     if bytes.is_empty() {
         return Err(ServeError::EmptyBody);
     }
+    let started = Instant::now();
     let reviewed = admission::review(&state.policy, &bytes)?;
-    let s = &reviewed.summary;
+    state.metrics.observe_review(
+        &state.policy,
+        &reviewed.summary,
+        started.elapsed().as_secs_f64(),
+    );
+    log_decision(&reviewed.summary);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        reviewed.body,
+    )
+        .into_response())
+}
+
+/// One event per decision: who asked what, and the verdict. Never object contents.
+pub fn log_decision(s: &Summary) {
     let denied: Vec<String> = s.forbidden.iter().map(ToString::to_string).collect();
     tracing::info!(
         uid = %s.uid,
@@ -245,16 +373,17 @@ async fn validate(
         denied = ?denied,
         "admission review"
     );
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        reviewed.body,
-    )
-        .into_response())
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.health.is_live() {
+        text(StatusCode::OK, "ok\n".to_owned())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the accept loop is not running\n".to_owned(),
+        )
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -296,21 +425,15 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     )
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked; answered 500 for that request only");
-    text(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error while handling the request\n".to_owned(),
-    )
-}
-
-/// Serve `app` over TLS on `listener` until `shutdown` completes, then stop accepting and let
-/// in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
+/// Serve the webhook over TLS on `listener` until `shutdown` completes. Then: `/readyz` turns
+/// unready, the server keeps serving for `drain_delay` (so endpoints drop it before the port
+/// closes), stops accepting, and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ReloadingConfig>,
-    app: Router,
+    state: AppState,
     shutdown: impl Future<Output = ()>,
+    drain_delay: Duration,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -324,48 +447,77 @@ pub async fn serve(
         .max_concurrent_streams(MAX_H2_STREAMS)
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
+    let app = router(state.clone());
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let health = state.health.clone();
+    let metrics = state.metrics.clone();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let draining = async {
+        shutdown.await;
+        health.begin_shutdown();
+        tracing::info!(
+            ?drain_delay,
+            "shutdown requested: reporting unready, then draining"
+        );
+        tokio::time::sleep(drain_delay).await;
+    };
+    tokio::pin!(draining);
+    'accept: loop {
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics.reject(RejectReason::connection_limit);
+                loop {
+                    tokio::select! {
+                        _ = &mut draining => break 'accept,
+                        _ = heartbeat.tick() => health.tick(),
+                        permit = connections.clone().acquire_owned() => match permit {
+                            Ok(permit) => break permit,
+                            Err(_) => break 'accept,
+                        },
+                    }
                 }
-            },
+            }
+        };
+        let (stream, peer) = loop {
+            tokio::select! {
+                _ = &mut draining => break 'accept,
+                _ = heartbeat.tick() => health.tick(),
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => break accepted,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
         };
         let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current());
         let builder = builder.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls_stream =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => tls_stream,
                     Ok(Err(error)) => {
+                        metrics.reject(RejectReason::tls_handshake);
                         tracing::debug!(%peer, %error, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {
+                        metrics.reject(RejectReason::tls_handshake);
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 };
+            metrics.connections().inc();
             let service = TowerToHyperService::new(app);
             let connection = builder
                 .serve_connection(TokioIo::new(tls_stream), service)
@@ -373,6 +525,7 @@ pub async fn serve(
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            metrics.connections().dec();
         });
     }
     drop(listener);
@@ -385,6 +538,17 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` in plain HTTP on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// A future that completes on SIGTERM or SIGINT (Ctrl-C).

@@ -294,6 +294,12 @@ pub struct ReloadingConfig {
     loaded: Mutex<Material>,
 }
 
+/// The serving certificate's expiry (Unix seconds), from the leaf of a PEM chain.
+fn leaf_not_after(settings: &TlsSettings, material: &Material) -> Option<i64> {
+    let chain = parse_certificates(&settings.cert, &material.cert).ok()?;
+    certificate_not_after(chain.first()?)
+}
+
 /// What a reload attempt did.
 #[derive(Debug)]
 pub enum Reload {
@@ -323,6 +329,15 @@ impl ReloadingConfig {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// When the certificate being served expires (Unix seconds).
+    pub fn not_after(&self) -> Option<i64> {
+        let loaded = match self.loaded.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        leaf_not_after(&self.settings, &loaded)
     }
 
     /// The settings the config is loaded from.
@@ -357,8 +372,15 @@ impl ReloadingConfig {
         }
     }
 
-    /// Poll the files every `interval` until `shutdown` completes, logging each change.
-    pub async fn poll(self: Arc<Self>, interval: Duration, shutdown: impl Future<Output = ()>) {
+    /// Poll the files every `interval` until `shutdown` completes, logging each change and
+    /// telling `observe` about every attempt that found changed files (with the expiry of the
+    /// certificate then being served).
+    pub async fn poll(
+        self: Arc<Self>,
+        interval: Duration,
+        observe: impl Fn(&Reload, Option<i64>) + Send,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -372,6 +394,11 @@ impl ReloadingConfig {
             }
             let this = self.clone();
             let outcome = tokio::task::spawn_blocking(move || this.reload()).await;
+            if let Ok(reload) = &outcome {
+                if !matches!(reload, Reload::Unchanged) {
+                    observe(reload, self.not_after());
+                }
+            }
             match outcome {
                 Ok(Reload::Unchanged) => {}
                 Ok(Reload::Reloaded) => {

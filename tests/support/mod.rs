@@ -14,9 +14,10 @@ use hyper::client::conn::{http1, http2};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pytorchjob_guard::certs::{self, DevCertificates};
+use pytorchjob_guard::metrics::Metrics;
 use pytorchjob_guard::policy::Policy;
 use pytorchjob_guard::server::{self, AppState, Health};
-use pytorchjob_guard::tls::{self, MinTlsVersion, ReloadingConfig, TlsSettings};
+use pytorchjob_guard::tls::{self, MinTlsVersion, Reload, ReloadingConfig, TlsSettings};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
@@ -38,6 +39,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub tls: Arc<ReloadingConfig>,
     pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -55,6 +57,8 @@ pub struct Options {
     pub kubelet_volume: bool,
     /// Poll the certificate files this often.
     pub reload_every: Option<Duration>,
+    /// Keep serving (unready) this long after shutdown begins.
+    pub drain_delay: Duration,
 }
 
 impl TestServer {
@@ -87,24 +91,39 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Health::default());
-        let app = server::router(AppState::new(Arc::new(Policy::default()), health.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState::new(Arc::new(Policy::default()), health.clone(), metrics.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let (stop_poll, poll_stopped) = oneshot::channel::<()>();
         if let Some(every) = options.reload_every {
-            tokio::spawn(tls.clone().poll(every, async move {
-                let _ = poll_stopped.await;
-            }));
+            let observer = metrics.clone();
+            tokio::spawn(tls.clone().poll(
+                every,
+                move |reload, not_after| {
+                    observer.observe_certificate(matches!(reload, Reload::Reloaded), not_after)
+                },
+                async move {
+                    let _ = poll_stopped.await;
+                },
+            ));
         }
-        let handle = tokio::spawn(server::serve(listener, tls.clone(), app, async move {
-            let _ = stopped.await;
-            drop(stop_poll);
-        }));
+        let handle = tokio::spawn(server::serve(
+            listener,
+            tls.clone(),
+            state,
+            async move {
+                let _ = stopped.await;
+                drop(stop_poll);
+            },
+            options.drain_delay,
+        ));
         Self {
             addr,
             certs: generated,
             dir,
             tls,
             health,
+            metrics,
             stop: Some(stop),
             handle: Some(handle),
         }

@@ -1,0 +1,390 @@
+//! Prometheus metrics, exposed in the OpenMetrics text format by `prometheus-client`.
+//!
+//! One [`Metrics`] value owns its registry and is passed to whoever records (no globals), so
+//! tests can read exactly what a server recorded. Every label set is bounded: operations, kinds
+//! (the governed kinds, else `other`), verdicts, reject reasons, and denied-field *groups* from
+//! a fixed list — never a namespace, name, user or raw field path.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::admission::{Reason, Summary, Verdict};
+use crate::policy::{FieldPath, Policy, Segment};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label: how a review ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum VerdictLabel {
+    /// Answered allowed.
+    allowed,
+    /// Answered denied by the policy.
+    denied,
+    /// Could not be judged: a malformed body (HTTP 4xx) or an undecidable review.
+    error,
+}
+
+/// Labels of `pytorchjob_guard_reviews_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// CREATE, UPDATE, DELETE, CONNECT or unknown.
+    pub operation: String,
+    /// A governed kind (`PyTorchJob`), `other`, or `unknown`.
+    pub kind: String,
+    /// allowed, denied or error.
+    pub verdict: VerdictLabel,
+    /// `true` or `false`.
+    pub dry_run: String,
+}
+
+/// Labels of `pytorchjob_guard_http_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// `/validate`, `/healthz`, `/readyz` or `other`.
+    pub route: String,
+    /// The HTTP status code.
+    pub code: u16,
+}
+
+/// Why a request or connection was turned away.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RejectReason {
+    /// Body over the limit (413).
+    body_too_large,
+    /// Content-Type not application/json (415).
+    bad_content_type,
+    /// Not an answerable AdmissionReview (400).
+    malformed_review,
+    /// The body did not arrive in time (408).
+    timeout,
+    /// The connection failed while the body was read.
+    body_read_error,
+    /// The TLS handshake failed or timed out.
+    tls_handshake,
+    /// The connection limit was reached; the client waited in the backlog.
+    connection_limit,
+    /// A handler panicked (500 for that request only).
+    panic,
+}
+
+/// Labels of `pytorchjob_guard_rejected_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// Labels of `pytorchjob_guard_denied_fields_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldGroupLabels {
+    /// A top-level field group such as `spec.pytorchReplicaSpecs`, from a fixed list.
+    pub group: String,
+}
+
+/// Labels of `pytorchjob_guard_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `certificate` (and `policy` once a policy file exists).
+    pub what: String,
+    /// `success` or `error`.
+    pub result: String,
+}
+
+/// Labels of `pytorchjob_guard_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: String,
+    /// The git commit the binary was built from (`unknown` outside a release build).
+    pub git_commit: String,
+}
+
+/// Field groups that get their own label value; anything else is `<parent>.other`.
+const KNOWN_FIELD_GROUPS: &[&str] = &[
+    "spec.pytorchReplicaSpecs",
+    "spec.runPolicy",
+    "spec.elasticPolicy",
+    "spec.nprocPerNode",
+    "spec.activeDeadlineSeconds",
+    "spec.backoffLimit",
+    "spec.cleanPodPolicy",
+    "spec.ttlSecondsAfterFinished",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+    "metadata.generateName",
+    "metadata.creationTimestamp",
+    "apiVersion",
+    "kind",
+];
+
+/// The bounded group a denied path is counted under.
+pub fn field_group(path: &FieldPath) -> String {
+    let keys: Vec<&str> = path
+        .segments()
+        .iter()
+        .take(2)
+        .map(|s| match s {
+            Segment::Key(k) => k.as_str(),
+            Segment::Index(_) => "[]",
+        })
+        .collect();
+    let two = keys.join(".");
+    if KNOWN_FIELD_GROUPS.contains(&two.as_str()) {
+        return two;
+    }
+    match keys.first() {
+        Some(first) if KNOWN_FIELD_GROUPS.contains(first) => (*first).to_owned(),
+        Some(&"spec") => "spec.other".to_owned(),
+        Some(&"metadata") => "metadata.other".to_owned(),
+        _ => "other".to_owned(),
+    }
+}
+
+/// Latency buckets from 50 µs doubling to ~1.6 s: decisions take microseconds, the whole
+/// request well under a millisecond on loopback, and the API server gives up at 10–30 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_05, 2.0, 16)
+}
+
+/// Every metric of the webhook and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    review_duration: Histogram,
+    http_duration: Family<HttpLabels, Histogram>,
+    in_flight: Gauge,
+    rejected: Family<RejectLabels, Counter>,
+    denied_fields: Family<FieldGroupLabels, Counter>,
+    cert_expiry: Gauge<i64, std::sync::atomic::AtomicI64>,
+    reloads: Family<ReloadLabels, Counter>,
+    connections: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered under the `pytorchjob_guard_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pytorchjob_guard");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "Admission reviews answered, by operation, kind, verdict and dry run",
+            reviews.clone(),
+        );
+        let review_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "review_duration_seconds",
+            "Time to decode, decide and encode one review (no network)",
+            review_duration.clone(),
+        );
+        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request headers to response, by route and status code",
+            http_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "HTTP requests being handled",
+            in_flight.clone(),
+        );
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "rejected_requests",
+            "Requests or connections turned away, by reason",
+            rejected.clone(),
+        );
+        let denied_fields = Family::<FieldGroupLabels, Counter>::default();
+        registry.register(
+            "denied_fields",
+            "Fields named in denials, by top-level field group",
+            denied_fields.clone(),
+        );
+        let cert_expiry = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix seconds)",
+            cert_expiry.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads of changed certificate files, by result",
+            reloads.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Open TLS connections",
+            connections.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                git_commit: option_env!("PYTORCHJOB_GUARD_GIT_COMMIT")
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "Build information (always 1)", build_info);
+        Self {
+            registry,
+            reviews,
+            review_duration,
+            http_duration,
+            in_flight,
+            rejected,
+            denied_fields,
+            cert_expiry,
+            reloads,
+            connections,
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Record one answered review and how long deciding it took.
+    pub fn observe_review(&self, policy: &Policy, summary: &Summary, seconds: f64) {
+        let kind_name = summary.kind.rsplit('/').next().unwrap_or_default();
+        let group = summary.kind.split('/').next().unwrap_or_default();
+        let kind = if policy.governs(group, kind_name) {
+            kind_name.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        let verdict = match (summary.verdict, summary.reason) {
+            (_, Reason::Undecidable) => VerdictLabel::error,
+            (Verdict::Allowed, _) => VerdictLabel::allowed,
+            (Verdict::Denied, _) => VerdictLabel::denied,
+        };
+        let operation = if summary.operation.is_empty() {
+            "unknown"
+        } else {
+            summary.operation
+        };
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                operation: operation.to_owned(),
+                kind,
+                verdict,
+                dry_run: summary.dry_run.to_string(),
+            })
+            .inc();
+        self.review_duration.observe(seconds);
+        for path in &summary.forbidden {
+            self.denied_fields
+                .get_or_create(&FieldGroupLabels {
+                    group: field_group(path),
+                })
+                .inc();
+        }
+    }
+
+    /// Record a body that could not be reviewed at all.
+    pub fn observe_unreviewable(&self, reason: RejectReason) {
+        self.reject(reason);
+        if reason == RejectReason::malformed_review {
+            self.reviews
+                .get_or_create(&ReviewLabels {
+                    operation: "unknown".to_owned(),
+                    kind: "unknown".to_owned(),
+                    verdict: VerdictLabel::error,
+                    dry_run: "false".to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Count a rejected request or connection.
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Record one HTTP request's duration.
+    pub fn observe_http(&self, path: &str, code: u16, seconds: f64) {
+        let route = match path {
+            "/validate" | "/healthz" | "/readyz" => path,
+            _ => "other",
+        };
+        self.http_duration
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                code,
+            })
+            .observe(seconds);
+    }
+
+    /// The requests-in-flight gauge.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// The open-connections gauge.
+    pub fn connections(&self) -> &Gauge {
+        &self.connections
+    }
+
+    /// Record a certificate reload attempt; `not_after` is the served certificate's expiry.
+    pub fn observe_certificate(&self, success: bool, not_after: Option<i64>) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                what: "certificate".to_owned(),
+                result: if success { "success" } else { "error" }.to_owned(),
+            })
+            .inc();
+        if let Some(not_after) = not_after {
+            self.cert_expiry.set(not_after);
+        }
+    }
+
+    /// Set the serving certificate's expiry without counting a reload (at start).
+    pub fn set_certificate_expiry(&self, not_after: i64) {
+        self.cert_expiry.set(not_after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_groups_are_bounded() {
+        let group = |s: &str| field_group(&s.parse().unwrap());
+        assert_eq!(
+            group("spec.pytorchReplicaSpecs.Worker.replicas"),
+            "spec.pytorchReplicaSpecs"
+        );
+        assert_eq!(group("spec.runPolicy.backoffLimit"), "spec.runPolicy");
+        assert_eq!(group("metadata.name"), "metadata.name");
+        assert_eq!(group("spec.someUserKey12345.x"), "spec.other");
+        assert_eq!(group("metadata.weird"), "metadata.other");
+        assert_eq!(group("kind"), "kind");
+        assert_eq!(group("surprise.x"), "other");
+    }
+}

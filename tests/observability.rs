@@ -1,0 +1,550 @@
+//! Metrics, decision logs, health and configuration, as an operator meets them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use pytorchjob_guard::metrics::Metrics;
+use pytorchjob_guard::policy::Policy;
+use pytorchjob_guard::server::{self, AppState, Health};
+use serde_json::Value;
+use support::*;
+use tower::ServiceExt;
+
+/// One sample of the exposition: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parse the OpenMetrics/Prometheus text format (the subset prometheus-client writes).
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("labels close");
+                let mut labels = BTreeMap::new();
+                let mut remaining = body;
+                while !remaining.is_empty() {
+                    let (key, after) = remaining.split_once("=\"").expect("label =\"");
+                    let end = after.find('"').expect("label value closes");
+                    labels.insert(key.to_owned(), after[..end].to_owned());
+                    remaining = after[end + 1..].trim_start_matches(',');
+                }
+                (name.to_owned(), labels)
+            }
+        };
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "exposition ends with # EOF"
+    );
+    samples
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+fn series(samples: &[Sample], name: &str) -> usize {
+    samples.iter().filter(|s| s.name == name).count()
+}
+
+/// Start the metrics listener on 127.0.0.1:0 and GET a path over plain HTTP/1.1.
+async fn get_plain(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "metrics")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn metrics_move_after_allowed_denied_malformed_and_oversize_requests() {
+    let server = TestServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    let state = AppState::new(
+        Arc::new(Policy::default()),
+        server.health.clone(),
+        server.metrics.clone(),
+    );
+    tokio::spawn(server::serve_metrics(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+
+    let mut h1 = server.http1().await;
+    let json = Some("application/json");
+    send1(
+        &mut h1,
+        post(
+            "/validate",
+            json,
+            pytorchjob_update("a", "admission.k8s.io/v1", |j| {
+                j["metadata"]["labels"]["x"] = "y".into();
+            }),
+        ),
+    )
+    .await;
+    for uid in ["d1", "d2"] {
+        send1(
+            &mut h1,
+            post(
+                "/validate",
+                json,
+                pytorchjob_update(uid, "admission.k8s.io/v1", |j| {
+                    j["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = 7.into();
+                    j["spec"]["runPolicy"]["backoffLimit"] = 1.into();
+                }),
+            ),
+        )
+        .await;
+    }
+    send1(&mut h1, post("/validate", json, "not json")).await;
+    send1(&mut h1, post("/validate", Some("text/yaml"), "a: b")).await;
+    let mut fresh = server.http1().await;
+    send1(
+        &mut fresh,
+        post("/validate", json, vec![b' '; 8 * 1024 * 1024]),
+    )
+    .await;
+
+    let (status, content_type, text) = get_plain(metrics_addr, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let samples = parse_exposition(&text);
+    let reviews = "pytorchjob_guard_reviews_total";
+    let update = [
+        ("operation", "UPDATE"),
+        ("kind", "PyTorchJob"),
+        ("dry_run", "false"),
+    ];
+    assert_eq!(
+        value(
+            &samples,
+            reviews,
+            &[update[0], update[1], update[2], ("verdict", "allowed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            reviews,
+            &[update[0], update[1], update[2], ("verdict", "denied")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&samples, reviews, &[("verdict", "error")]),
+        1.0,
+        "the malformed body"
+    );
+    let rejected = "pytorchjob_guard_rejected_requests_total";
+    assert_eq!(
+        value(&samples, rejected, &[("reason", "malformed_review")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, rejected, &[("reason", "bad_content_type")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, rejected, &[("reason", "body_too_large")]),
+        1.0
+    );
+    let denied_fields = "pytorchjob_guard_denied_fields_total";
+    assert_eq!(
+        value(
+            &samples,
+            denied_fields,
+            &[("group", "spec.pytorchReplicaSpecs")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&samples, denied_fields, &[("group", "spec.runPolicy")]),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "pytorchjob_guard_review_duration_seconds_count",
+            &[]
+        ),
+        3.0
+    );
+    let http_count = "pytorchjob_guard_http_request_duration_seconds_count";
+    assert_eq!(
+        value(
+            &samples,
+            http_count,
+            &[("route", "/validate"), ("code", "200")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            http_count,
+            &[("route", "/validate"), ("code", "413")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "pytorchjob_guard_requests_in_flight", &[]),
+        0.0
+    );
+    // The keep-alive connection is open; the one that got the 413 may already be closed.
+    let open = value(&samples, "pytorchjob_guard_open_connections", &[]);
+    assert!((1.0..=2.0).contains(&open), "open connections: {open}");
+    assert_eq!(
+        value(
+            &samples,
+            "pytorchjob_guard_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+
+    let (status, _, _) = get_plain(metrics_addr, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get_plain(metrics_addr, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn label_sets_stay_bounded_under_many_objects_users_and_kinds() {
+    let server = TestServer::start().await;
+    let h2 = server.http2().await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let mut sender = h2.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut review: Value = serde_json::from_slice(&pytorchjob_update(
+                &format!("u{i}"),
+                "admission.k8s.io/v1",
+                |j| {
+                    j["spec"][format!("userKey{i}")] = i.into();
+                },
+            ))
+            .unwrap();
+            review["request"]["name"] = format!("job-{i}").into();
+            review["request"]["namespace"] = format!("team-{i}").into();
+            review["request"]["userInfo"]["username"] = format!("user-{i}").into();
+            if i % 3 == 0 {
+                review["request"]["kind"]["kind"] = format!("Kind{i}").into();
+            }
+            send2(
+                &mut sender,
+                post(
+                    "/validate",
+                    Some("application/json"),
+                    serde_json::to_vec(&review).unwrap(),
+                ),
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    let samples = parse_exposition(&server.metrics.encode());
+    // Governed denials and other kinds' allowances: two series, whatever the names and users.
+    assert_eq!(
+        series(&samples, "pytorchjob_guard_reviews_total"),
+        2,
+        "{samples:?}"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "pytorchjob_guard_reviews_total",
+            &[("kind", "other")]
+        ),
+        20.0
+    );
+    // 40 distinct user-made spec keys collapse into one group.
+    assert_eq!(series(&samples, "pytorchjob_guard_denied_fields_total"), 1);
+    assert_eq!(
+        value(
+            &samples,
+            "pytorchjob_guard_denied_fields_total",
+            &[("group", "spec.other")]
+        ),
+        40.0
+    );
+    for sample in &samples {
+        for value in sample.labels.values() {
+            assert!(
+                !value.contains("team-") && !value.contains("user-") && !value.contains("job-"),
+                "{sample:?}"
+            );
+        }
+    }
+    server.stop().await.unwrap();
+}
+
+/// A `MakeWriter` that keeps everything written.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_contents() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = server::router(AppState::new(
+        Arc::new(Policy::default()),
+        Arc::new(Health::default()),
+        Arc::new(Metrics::new()),
+    ));
+    let body = pytorchjob_update("uid-log", "admission.k8s.io/v1", |j| {
+        j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] =
+            serde_json::json!([{"name": "TOKEN", "value": "s3cr3t-value"}]);
+    });
+    let request = Request::post("/validate?timeout=10s")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let events: Vec<Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decisions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "admission review")
+        .collect();
+    assert_eq!(decisions.len(), 1, "{logged}");
+    let event = decisions[0];
+    assert_eq!(event["uid"], "uid-log");
+    assert_eq!(event["kind"], "kubeflow.org/v1/PyTorchJob");
+    assert_eq!(event["namespace"], "kubeflow");
+    assert_eq!(event["name"], "pytorch-simple");
+    assert_eq!(event["operation"], "UPDATE");
+    assert_eq!(event["user"], "alice@example.com");
+    assert_eq!(event["dry_run"], false);
+    assert_eq!(event["verdict"], "denied");
+    assert!(
+        event["denied"]
+            .as_str()
+            .unwrap()
+            .contains("containers[0].env[0].value"),
+        "{event}"
+    );
+    assert!(
+        !logged.contains("s3cr3t-value"),
+        "object contents must not be logged: {logged}"
+    );
+    assert!(
+        !logged.contains("pytorch-mnist"),
+        "object contents must not be logged: {logged}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_flips_at_shutdown_while_a_slow_review_still_completes() {
+    let mut server = TestServer::start_with(Options {
+        drain_delay: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    let stream = server
+        .tls_connect(server.client_config(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut slow_sender, connection) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::channel::Channel<Bytes>,
+    >(hyper_util::rt::TokioIo::new(stream))
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let body = pytorchjob_update("uid-slow", "admission.k8s.io/v1", |_| {});
+    let (mut tx, channel) = http_body_util::channel::Channel::<Bytes>::new(4);
+    let request = Request::post("/validate")
+        .header("host", SERVICE_NAME)
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(channel)
+        .unwrap();
+    tx.send_data(Bytes::copy_from_slice(&body[..10]))
+        .await
+        .unwrap();
+    let slow = tokio::spawn(async move { slow_sender.send_request(request).await });
+    let health = server.health.clone();
+    tokio::time::timeout(STEP, async {
+        while health.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the slow review is in flight");
+
+    let mut probe = server.http1().await;
+    assert_eq!(
+        send1(&mut probe, bare("GET", "/readyz")).await.status,
+        StatusCode::OK
+    );
+    let serve = server.begin_stop();
+    // During the drain delay the server still answers, and says it is not ready.
+    let answer = send1(&mut probe, bare("GET", "/readyz")).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text()
+    );
+
+    tx.send_data(Bytes::copy_from_slice(&body[10..]))
+        .await
+        .unwrap();
+    drop(tx);
+    let response = tokio::time::timeout(STEP, slow)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let review: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(review["response"]["uid"], "uid-slow");
+    tokio::time::timeout(STEP, serve)
+        .await
+        .expect("exits within bounded time")
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn environment_variables_configure_every_flag() {
+    let binary = env!("CARGO_BIN_EXE_pytorchjob-guard");
+    let help = std::process::Command::new(binary)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for variable in [
+        "PYTORCHJOB_GUARD_LISTEN",
+        "PYTORCHJOB_GUARD_METRICS_LISTEN",
+        "PYTORCHJOB_GUARD_TLS_CERT",
+        "PYTORCHJOB_GUARD_TLS_KEY",
+        "PYTORCHJOB_GUARD_CLIENT_CA",
+        "PYTORCHJOB_GUARD_CLIENT_NAME",
+        "PYTORCHJOB_GUARD_TLS_MIN_VERSION",
+        "PYTORCHJOB_GUARD_CERT_RELOAD_INTERVAL",
+        "PYTORCHJOB_GUARD_SHUTDOWN_DELAY",
+        "PYTORCHJOB_GUARD_LOG_FORMAT",
+        "PYTORCHJOB_GUARD_LOG_LEVEL",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}=")),
+            "--help lacks {variable}:\n{help}"
+        );
+    }
+
+    // The environment overrides the defaults: the certificate paths it names are the ones used.
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("from-env.crt");
+    let output = std::process::Command::new(binary)
+        .env("PYTORCHJOB_GUARD_TLS_CERT", &cert)
+        .env("PYTORCHJOB_GUARD_TLS_KEY", dir.path().join("from-env.key"))
+        .env("PYTORCHJOB_GUARD_LISTEN", "127.0.0.1:0")
+        .env("PYTORCHJOB_GUARD_METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("from-env.crt"), "{stderr}");
+
+    let output = std::process::Command::new(binary)
+        .env("PYTORCHJOB_GUARD_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
+}
