@@ -394,10 +394,10 @@ impl ReloadingConfig {
             }
             let this = self.clone();
             let outcome = tokio::task::spawn_blocking(move || this.reload()).await;
-            if let Ok(reload) = &outcome {
-                if !matches!(reload, Reload::Unchanged) {
-                    observe(reload, self.not_after());
-                }
+            if let Ok(reload) = &outcome
+                && !matches!(reload, Reload::Unchanged)
+            {
+                observe(reload, self.not_after());
             }
             match outcome {
                 Ok(Reload::Unchanged) => {}
