@@ -49,6 +49,7 @@ pub struct Policy {
     kinds: Vec<GroupKind>,
     updatable: Vec<FieldPath>,
     not_compared: Vec<FieldPath>,
+    defaults: Vec<(FieldPath, Value)>,
     updatable_summary: String,
 }
 
@@ -79,6 +80,12 @@ pub const DEFAULT_NOT_COMPARED: &[&str] = &[
     "metadata.selfLink",
 ];
 
+/// Schema defaults the API server fills in when a parent object appears, which are therefore
+/// not changes: training-operator's CRD defaults `spec.runPolicy.suspend` to `false`, so adding
+/// `spec.runPolicy.ttlSecondsAfterFinished` to a job without `runPolicy` stores
+/// `runPolicy: {ttlSecondsAfterFinished: …, suspend: false}`.
+pub const DEFAULT_SCHEMA_DEFAULTS: &[(&str, bool)] = &[("spec.runPolicy.suspend", false)];
+
 const DEFAULT_SUMMARY: &str = "only metadata.labels, metadata.annotations, spec.activeDeadlineSeconds, \
      spec.ttlSecondsAfterFinished and spec.cleanPodPolicy (or their spec.runPolicy equivalents) may change";
 
@@ -94,6 +101,15 @@ impl Default for Policy {
             kinds: vec![GroupKind::new("kubeflow.org", "PyTorchJob")],
             updatable: parse_all(DEFAULT_UPDATABLE),
             not_compared: parse_all(DEFAULT_NOT_COMPARED),
+            defaults: DEFAULT_SCHEMA_DEFAULTS
+                .iter()
+                .map(|(path, value)| {
+                    (
+                        path.parse().expect("built-in paths are valid"),
+                        Value::Bool(*value),
+                    )
+                })
+                .collect(),
             updatable_summary: DEFAULT_SUMMARY.to_owned(),
         }
     }
@@ -159,7 +175,7 @@ impl Policy {
             .pointer("/metadata/deletionTimestamp")
             .unwrap_or(&Value::Null)
             .is_null();
-        let changed = diff::changed_leaves(old, new, &|path| self.is_not_compared(path));
+        let changed = diff::changed_leaves(old, new, self);
         let forbidden = if being_deleted {
             Vec::new()
         } else {
@@ -199,6 +215,19 @@ impl Policy {
             listed.join(", "),
             self.updatable_summary
         )
+    }
+}
+
+impl diff::DiffRules for Policy {
+    fn skip(&self, path: &FieldPath) -> bool {
+        self.is_not_compared(path)
+    }
+
+    fn default_at(&self, path: &FieldPath) -> Option<&Value> {
+        self.defaults
+            .iter()
+            .find(|(at, _)| at == path)
+            .map(|(_, value)| value)
     }
 }
 

@@ -11,23 +11,37 @@
 //! - a scalar replaced by a container (or the reverse) reports the scalar's path and the
 //!   container's leaves.
 //!
-//! A `skip` predicate prunes subtrees that are not compared at all (`status`, server-owned
-//! metadata), so they cost nothing. Pure: no I/O, no allocation beyond the reported paths and
-//! one working path.
+//! [`DiffRules`] prune subtrees that are not compared at all (`status`, server-owned metadata),
+//! so they cost nothing, and name schema defaults: where the API server fills in a default
+//! (`spec.runPolicy.suspend: false` when a `runPolicy` appears), an absent field and its default
+//! value are the same. Pure: no I/O, no allocation beyond the reported paths and one working path.
 
 use serde_json::{Number, Value};
 
 use super::path::FieldPath;
 
-/// The sorted, de-duplicated leaf paths at which `old` and `new` differ, ignoring every subtree
-/// whose path `skip` returns true for.
-pub fn changed_leaves(
-    old: &Value,
-    new: &Value,
-    skip: &dyn Fn(&FieldPath) -> bool,
-) -> Vec<FieldPath> {
+/// What the diff needs to know about the schema.
+pub trait DiffRules {
+    /// Whether the subtree at `path` is left out of the comparison.
+    fn skip(&self, path: &FieldPath) -> bool;
+
+    /// The value the API server defaults an absent field at `path` to, if any.
+    fn default_at(&self, _path: &FieldPath) -> Option<&Value> {
+        None
+    }
+}
+
+/// A bare predicate: skip where it returns true, no defaults.
+impl<F: Fn(&FieldPath) -> bool> DiffRules for F {
+    fn skip(&self, path: &FieldPath) -> bool {
+        self(path)
+    }
+}
+
+/// The sorted, de-duplicated leaf paths at which `old` and `new` differ under `rules`.
+pub fn changed_leaves(old: &Value, new: &Value, rules: &dyn DiffRules) -> Vec<FieldPath> {
     let mut walk = Walk {
-        skip,
+        rules,
         path: FieldPath::root(),
         changed: Vec::new(),
     };
@@ -38,15 +52,29 @@ pub fn changed_leaves(
 }
 
 struct Walk<'a> {
-    skip: &'a dyn Fn(&FieldPath) -> bool,
+    rules: &'a dyn DiffRules,
     path: FieldPath,
     changed: Vec<FieldPath>,
 }
 
-impl Walk<'_> {
-    fn compare(&mut self, old: &Value, new: &Value) {
-        if !self.path.is_root() && (self.skip)(&self.path) {
+impl<'a> Walk<'a> {
+    fn compare<'v>(&mut self, mut old: &'v Value, mut new: &'v Value)
+    where
+        'a: 'v,
+    {
+        if !self.path.is_root() && self.rules.skip(&self.path) {
             return;
+        }
+        if old.is_null() || new.is_null() {
+            let rules: &'a dyn DiffRules = self.rules;
+            if let Some(default) = rules.default_at(&self.path) {
+                if old.is_null() {
+                    old = default;
+                }
+                if new.is_null() {
+                    new = default;
+                }
+            }
         }
         match (old, new) {
             (Value::Object(a), Value::Object(b)) => {
@@ -83,7 +111,7 @@ impl Walk<'_> {
 
     /// Record every leaf of `value` (one side of a change) under the current path.
     fn leaves(&mut self, value: &Value) {
-        if !self.path.is_root() && (self.skip)(&self.path) {
+        if !self.path.is_root() && self.rules.skip(&self.path) {
             return;
         }
         match value {
@@ -102,7 +130,16 @@ impl Walk<'_> {
                     self.path.pop();
                 }
             }
-            _ => self.changed.push(self.path.clone()),
+            scalar => {
+                // The other side is absent: a default value there is no change.
+                let is_default = self
+                    .rules
+                    .default_at(&self.path)
+                    .is_some_and(|default| scalars_equal(default, scalar));
+                if !is_default {
+                    self.changed.push(self.path.clone());
+                }
+            }
         }
     }
 }
@@ -149,7 +186,7 @@ mod tests {
     use serde_json::json;
 
     fn diff(old: Value, new: Value) -> Vec<String> {
-        changed_leaves(&old, &new, &|_| false)
+        changed_leaves(&old, &new, &|_: &FieldPath| false)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -224,6 +261,63 @@ mod tests {
             &skip_status,
         );
         assert_eq!(changes, ["spec".parse::<FieldPath>().unwrap()]);
+    }
+
+    struct SuspendDefaultsFalse;
+    impl DiffRules for SuspendDefaultsFalse {
+        fn skip(&self, _: &FieldPath) -> bool {
+            false
+        }
+        fn default_at(&self, path: &FieldPath) -> Option<&Value> {
+            static FALSE: Value = Value::Bool(false);
+            (path.to_string() == "runPolicy.suspend").then_some(&FALSE)
+        }
+    }
+
+    #[test]
+    fn an_absent_field_equals_its_schema_default() {
+        let rules = SuspendDefaultsFalse;
+        let diff = |old: Value, new: Value| -> Vec<String> {
+            changed_leaves(&old, &new, &rules)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // runPolicy appears with the defaulted suspend: no change to suspend.
+        assert_eq!(
+            diff(
+                json!({}),
+                json!({"runPolicy": {"ttl": 1, "suspend": false}})
+            ),
+            ["runPolicy.ttl"]
+        );
+        assert!(
+            diff(
+                json!({"runPolicy": {}}),
+                json!({"runPolicy": {"suspend": false}})
+            )
+            .is_empty()
+        );
+        assert!(diff(json!({"runPolicy": {"suspend": false}}), json!({})).is_empty());
+        // A non-default value is a change, from absent or from the default.
+        assert_eq!(
+            diff(json!({}), json!({"runPolicy": {"suspend": true}})),
+            ["runPolicy.suspend"]
+        );
+        assert_eq!(
+            diff(
+                json!({"runPolicy": {"suspend": false}}),
+                json!({"runPolicy": {"suspend": true}})
+            ),
+            ["runPolicy.suspend"]
+        );
+        assert_eq!(
+            diff(
+                json!({"runPolicy": {"suspend": true}}),
+                json!({"runPolicy": {}})
+            ),
+            ["runPolicy.suspend"]
+        );
     }
 
     #[test]

@@ -326,6 +326,23 @@ fn a_new_run_policy_is_examined_inside() {
 }
 
 #[test]
+fn the_defaulted_suspend_of_a_new_run_policy_is_not_a_change() {
+    // A job created without runPolicy; the user adds a TTL, the API server defaults suspend.
+    let old = edited(|j| {
+        ptr(j, "/spec").as_object_mut().unwrap().remove("runPolicy");
+    });
+    let new = edited(|j| {
+        *ptr(j, "/spec/runPolicy") = json!({"ttlSecondsAfterFinished": 600, "suspend": false});
+    });
+    assert!(Policy::default().evaluate(&old, &new).allowed());
+    // Suspending it is still a frozen change (what Kueue does).
+    let suspended = edited(|j| {
+        *ptr(j, "/spec/runPolicy") = json!({"ttlSecondsAfterFinished": 600, "suspend": true});
+    });
+    assert_eq!(forbidden_of(&old, &suspended), ["spec.runPolicy.suspend"]);
+}
+
+#[test]
 fn a_job_being_deleted_is_never_stuck() {
     let old = edited(|j| ptr(j, "/metadata")["deletionTimestamp"] = json!("2024-01-01T00:00:00Z"));
     let mut new = old.clone();
