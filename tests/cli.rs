@@ -1,0 +1,360 @@
+//! The real binary, as a user or a script runs it: `review`, `check` and `certs`, their output
+//! and their exit codes (0 allowed / done, 1 denied, 2 error).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pytorchjob-guard");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn fixture(relative: &str) -> PathBuf {
+    fixtures().join(relative)
+}
+
+fn read(relative: &str) -> Vec<u8> {
+    std::fs::read(fixture(relative)).unwrap()
+}
+
+/// Run the binary with `args` and `stdin`, without inheriting the `PYTORCHJOB_GUARD_*`
+/// configuration of the environment running the tests.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PYTORCHJOB_GUARD_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Every PyTorchJob review with its golden response.
+fn pytorchjob_reviews() -> Vec<(PathBuf, PathBuf)> {
+    let dir = fixture("pytorchjob");
+    let mut pairs: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?.to_owned();
+            let stem = name.strip_suffix(".review.json")?;
+            Some((path.clone(), dir.join(format!("{stem}.response.json"))))
+        })
+        .collect();
+    pairs.sort();
+    assert!(pairs.len() >= 15, "PyTorchJob fixtures missing: {pairs:?}");
+    pairs
+}
+
+#[test]
+fn review_of_a_file_prints_the_golden_response() {
+    let mut pairs = pytorchjob_reviews();
+    pairs.push((
+        fixture("reviews/kubewarden-policy-server_pod_with_privileged_containers.review.json"),
+        fixture("reviews/kubewarden-policy-server_pod_with_privileged_containers.response.json"),
+    ));
+    for (review, golden) in pairs {
+        let out = run(&["review", review.to_str().unwrap()], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            review.display(),
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            text(&std::fs::read(&golden).unwrap()),
+            "{}",
+            review.display()
+        );
+        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn review_of_stdin_prints_the_golden_response() {
+    let review = read("pytorchjob/worker-replicas.review.json");
+    let golden = text(&read("pytorchjob/worker-replicas.response.json"));
+    // `-` names stdin; it is also the default.
+    for args in [&["review", "-"][..], &["review"][..]] {
+        let out = run(args, &review);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), golden, "{args:?}");
+    }
+    // A denial is still a successful review: exit 0, the verdict is in the document.
+    assert!(golden.contains(r#""allowed":false"#));
+}
+
+#[test]
+fn review_of_unreadable_input_exits_2_with_a_message() {
+    let bare_request = read("reviews/kubewarden-policies_echo_update_accept.request.json");
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("garbage", b"this is not json", "not an AdmissionReview"),
+        ("empty", b"", "not an AdmissionReview"),
+        (
+            "another kind",
+            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#,
+            "unsupported review type",
+        ),
+        // A bare `request` object: its `kind` is a GroupVersionKind map, not a string.
+        ("a bare request", &bare_request, "not an AdmissionReview"),
+        (
+            "a review without request",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+            "has no request",
+        ),
+        ("a JSON list", b"[1, 2, 3]", "not an AdmissionReview"),
+    ];
+    for (what, input, expected) in cases {
+        let out = run(&["review", "-"], input);
+        assert_eq!(out.status.code(), Some(2), "{what}");
+        assert!(out.stdout.is_empty(), "{what}: {}", text(&out.stdout));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with("pytorchjob-guard: ") && stderr.contains(expected),
+            "{what}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn review_of_a_missing_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let out = run(&["review", missing.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A real example job (YAML) and an edited copy, written to a temporary directory.
+fn old_and_new(
+    example: &str,
+    edit: impl Fn(&str) -> String,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let original = text(&read(&format!("pytorchjob/source/{example}")));
+    let edited = edit(&original);
+    assert_ne!(original, edited, "the edit changed nothing");
+    let old = dir.path().join("old.yaml");
+    let new = dir.path().join("new.yaml");
+    std::fs::write(&old, original).unwrap();
+    std::fs::write(&new, edited).unwrap();
+    (dir, old, new)
+}
+
+fn check(old: &Path, new: &Path) -> Output {
+    run(
+        &[
+            "check",
+            "--old",
+            old.to_str().unwrap(),
+            "--new",
+            new.to_str().unwrap(),
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn check_allows_a_label_change_with_exit_0() {
+    let (_dir, old, new) = old_and_new("training-operator-v1.9.0_simple.yaml", |yaml| {
+        yaml.replacen(
+            "  namespace: kubeflow\n",
+            "  namespace: kubeflow\n  labels:\n    team: ml\n",
+            1,
+        )
+    });
+    let out = check(&old, &new);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "allowed: only updatable fields changed\n  metadata.labels.team\n"
+    );
+}
+
+#[test]
+fn check_of_identical_objects_allows_with_exit_0() {
+    let example = fixture("pytorchjob/source/training-operator-v1.9.0_simple.yaml");
+    let out = check(&example, &example);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "allowed: nothing that is compared changed\n"
+    );
+}
+
+#[test]
+fn check_denies_a_replica_change_with_exit_1_and_lists_the_paths() {
+    let (_dir, old, new) = old_and_new("training-operator-v1.9.0_elastic_imagenet.yaml", |yaml| {
+        yaml.replacen("replicas: 2", "replicas: 3", 1)
+            .replacen("--epochs=1", "--epochs=5", 1)
+    });
+    let out = check(&old, &new);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let verdict = lines.next().unwrap();
+    // The namespace is absent from the example, so the object is named without one.
+    assert!(
+        verdict.starts_with(
+            "denied: PyTorchJob elastic-example-imagenet: these fields cannot be updated: "
+        ),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.collect::<Vec<_>>(),
+        [
+            "  spec.pytorchReplicaSpecs.Worker.replicas",
+            "  spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].command[5]",
+        ]
+    );
+}
+
+#[test]
+fn check_reads_json_as_well_as_yaml() {
+    // The API page's example object (JSON) against itself with a new container image (YAML).
+    let dir = tempfile::tempdir().unwrap();
+    let old = fixture("pytorchjob/source/example-response.pytorchjob.json");
+    let object: serde_json::Value = serde_json::from_slice(&std::fs::read(&old).unwrap()).unwrap();
+    let mut edited = object.clone();
+    edited["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["image"] =
+        "pytorch-cpu:v2".into();
+    let new = dir.path().join("new.yaml");
+    std::fs::write(&new, serde_yaml_ng::to_string(&edited).unwrap()).unwrap();
+    let out = check(&old, &new);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .ends_with("\n  spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].image\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = fixture("pytorchjob/source/training-operator-v1.9.0_simple.yaml");
+    let missing = dir.path().join("missing.yaml");
+    let list = dir.path().join("list.yaml");
+    std::fs::write(&list, "- a\n- b\n").unwrap();
+    let scalar = dir.path().join("scalar.json");
+    std::fs::write(&scalar, "42\n").unwrap();
+    let untyped = dir.path().join("untyped.yaml");
+    std::fs::write(&untyped, "metadata:\n  name: x\n").unwrap();
+    let cases = [
+        (&missing, &example, "cannot read"),
+        (&example, &missing, "cannot read"),
+        (&example, &list, "does not hold an object"),
+        (&scalar, &example, "does not hold an object"),
+        (&example, &untyped, "has no apiVersion and kind"),
+    ];
+    for (old, new, expected) in cases {
+        let out = check(old, new);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{} -> {}: {stderr}",
+            old.display(),
+            new.display()
+        );
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        assert!(
+            stderr.starts_with("pytorchjob-guard: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn certs_writes_a_ca_a_certificate_chain_and_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("certs");
+    let out = run(
+        &[
+            "certs",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--dns",
+            "extra.example",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("wrote "), "{stdout}");
+    assert!(stdout.contains("extra.example"), "{stdout}");
+    assert!(
+        stdout.contains("pytorchjob-guard.pytorchjob-guard.svc"),
+        "{stdout}"
+    );
+
+    let ca_pem = std::fs::read(out_dir.join("ca.crt")).unwrap();
+    let cert_pem = std::fs::read(out_dir.join("tls.crt")).unwrap();
+    let key_pem = std::fs::read(out_dir.join("tls.key")).unwrap();
+    assert!(cert_pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    assert!(key_pem.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+
+    let ca: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&ca_pem)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let chain: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ca.len(), 1);
+    assert_eq!(chain.len(), 2, "leaf, then the CA");
+    assert_eq!(chain[1], ca[0]);
+    // The extra name is a subjectAltName of the leaf (an IA5String inside its DER), not the CA's.
+    let contains = |der: &[u8], needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&chain[0], b"extra.example"));
+    assert!(!contains(&ca[0], b"extra.example"));
+    PrivateKeyDer::from_pem_slice(&key_pem).unwrap();
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out_dir.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "tls.key mode {mode:o}");
+    }
+}
+
+#[test]
+fn certs_without_out_exits_2() {
+    let out = run(&["certs"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--out"), "{}", text(&out.stderr));
+}
