@@ -65,7 +65,8 @@ pub enum Command {
     Review(ReviewArgs),
     /// Judge an update from OLD to NEW (YAML or JSON objects) and print the verdict.
     Check(CheckArgs),
-    /// Write a development CA and a serving certificate and key.
+    /// Write a CA, a serving certificate and key, and the webhook's caBundle patch (the inputs
+    /// of manifests/overlays/self-managed).
     Certs(CertsArgs),
 }
 
@@ -412,12 +413,13 @@ fn write_certs(args: &CertsArgs) -> anyhow::Result<u8> {
         }
     }
     let generated = certs::generate(&names)?;
-    let written = certs::write(&args.out, &generated)?;
+    let written = certs::write_with_kustomize_inputs(&args.out, &generated)?;
     println!(
-        "wrote {}, {} and {} for {}",
+        "wrote {}, {}, {} and {} for {}",
         written.ca.display(),
         written.cert.display(),
         written.key.display(),
+        args.out.join(certs::CA_BUNDLE_PATCH_FILE).display(),
         names.join(", ")
     );
     Ok(EXIT_OK)
