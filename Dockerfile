@@ -11,6 +11,9 @@
 # ---- build ------------------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Shown by the pytorchjob_guard_build_info metric: `--build-arg GIT_COMMIT=$(git rev-parse HEAD)`.
+ARG GIT_COMMIT=unknown
+ENV PYTORCHJOB_GUARD_GIT_COMMIT=${GIT_COMMIT}
 # The whole context (see .dockerignore): Cargo.toml may name targets anywhere in the tree, and
 # cargo refuses a manifest whose targets are missing.
 COPY . .
