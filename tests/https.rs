@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 use support::*;
@@ -346,39 +345,7 @@ async fn an_undecodable_object_in_a_real_review_is_denied_with_the_cause() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_reviews_finish() {
     let mut server = TestServer::start().await;
-    let stream = server
-        .tls_connect(server.client_config(&[b"http/1.1"]))
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::channel::Channel<Bytes>,
-    >(hyper_util::rt::TokioIo::new(stream))
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let body = pytorchjob_update("uid-inflight", "admission.k8s.io/v1", relabel);
-    let (mut tx, channel) = http_body_util::channel::Channel::<Bytes>::new(4);
-    let request = Request::post("/validate")
-        .header("host", SERVICE_NAME)
-        .header("content-type", "application/json")
-        .header("content-length", body.len())
-        .body(channel)
-        .unwrap();
-    let (first, rest) = body.split_at(body.len() / 2);
-    tx.send_data(Bytes::copy_from_slice(first)).await.unwrap();
-    let in_flight = tokio::spawn(async move { sender.send_request(request).await });
-    // Wait until the server has the request (it is reading the body): it is then in flight.
-    let health = server.health.clone();
-    let received = async move {
-        while health.in_flight() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(STEP, received)
-        .await
-        .expect("the server receives the request");
-
+    let slow = server.start_slow_review("uid-inflight").await;
     let serve = server.begin_stop();
     // New connections are refused once the listener is closed.
     let refused = async {
@@ -397,18 +364,8 @@ async fn shutdown_lets_in_flight_reviews_finish() {
         "serve must wait for the in-flight request"
     );
 
-    tx.send_data(Bytes::copy_from_slice(rest)).await.unwrap();
-    drop(tx);
-    let response = tokio::time::timeout(STEP, in_flight)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let review: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(review["response"]["uid"], "uid-inflight");
-    assert_eq!(review["response"]["allowed"], true);
+    let answer = slow.finish().await;
+    assert_review(&answer, "uid-inflight", "admission.k8s.io/v1", true);
     tokio::time::timeout(STEP, serve)
         .await
         .expect("serve returns once drained")

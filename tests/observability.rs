@@ -433,38 +433,7 @@ async fn readiness_flips_at_shutdown_while_a_slow_review_still_completes() {
         ..Options::default()
     })
     .await;
-    let stream = server
-        .tls_connect(server.client_config(&[b"http/1.1"]))
-        .await
-        .unwrap();
-    let (mut slow_sender, connection) = hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::channel::Channel<Bytes>,
-    >(hyper_util::rt::TokioIo::new(stream))
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let body = pytorchjob_update("uid-slow", "admission.k8s.io/v1", |_| {});
-    let (mut tx, channel) = http_body_util::channel::Channel::<Bytes>::new(4);
-    let request = Request::post("/validate")
-        .header("host", SERVICE_NAME)
-        .header("content-type", "application/json")
-        .header("content-length", body.len())
-        .body(channel)
-        .unwrap();
-    tx.send_data(Bytes::copy_from_slice(&body[..10]))
-        .await
-        .unwrap();
-    let slow = tokio::spawn(async move { slow_sender.send_request(request).await });
-    let health = server.health.clone();
-    tokio::time::timeout(STEP, async {
-        while health.in_flight() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the slow review is in flight");
-
+    let slow = server.start_slow_review("uid-slow").await;
     let mut probe = server.http1().await;
     assert_eq!(
         send1(&mut probe, bare("GET", "/readyz")).await.status,
@@ -480,19 +449,9 @@ async fn readiness_flips_at_shutdown_while_a_slow_review_still_completes() {
         answer.text()
     );
 
-    tx.send_data(Bytes::copy_from_slice(&body[10..]))
-        .await
-        .unwrap();
-    drop(tx);
-    let response = tokio::time::timeout(STEP, slow)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let review: Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert_eq!(review["response"]["uid"], "uid-slow");
+    let answer = slow.finish().await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["response"]["uid"], "uid-slow");
     tokio::time::timeout(STEP, serve)
         .await
         .expect("exits within bounded time")

@@ -389,3 +389,66 @@ pub fn publish_like_kubelet(dir: &std::path::Path, cert_pem: &str, key_pem: &str
         std::fs::remove_dir_all(dir.join(old)).unwrap();
     }
 }
+
+/// A review whose body is still arriving: the server has received its headers and part of its
+/// body (it is in flight) until [`SlowReview::finish`] sends the rest.
+pub struct SlowReview {
+    tx: http_body_util::channel::Sender<Bytes>,
+    rest: Vec<u8>,
+    response: JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+}
+
+impl TestServer {
+    /// Start a review for `uid` over a new HTTP/1.1 connection and send half its body; returns
+    /// once the server counts it in flight.
+    pub async fn start_slow_review(&self, uid: &str) -> SlowReview {
+        let stream = self
+            .tls_connect(self.client_config(&[b"http/1.1"]))
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            http1::handshake::<_, http_body_util::channel::Channel<Bytes>>(TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let body = pytorchjob_update(uid, "admission.k8s.io/v1", |_| {});
+        let (mut tx, channel) = http_body_util::channel::Channel::<Bytes>::new(4);
+        let request = Request::post("/validate")
+            .header("host", SERVICE_NAME)
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(channel)
+            .unwrap();
+        let (first, rest) = body.split_at(body.len() / 2);
+        tx.send_data(Bytes::copy_from_slice(first)).await.unwrap();
+        let response = tokio::spawn(async move { sender.send_request(request).await });
+        let health = self.health.clone();
+        let received = async move {
+            while health.in_flight() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(STEP, received)
+            .await
+            .expect("the server receives the request");
+        SlowReview {
+            tx,
+            rest: rest.to_vec(),
+            response,
+        }
+    }
+}
+
+impl SlowReview {
+    /// Send the rest of the body and read the answer.
+    pub async fn finish(mut self) -> Answer {
+        self.tx.send_data(Bytes::from(self.rest)).await.unwrap();
+        drop(self.tx);
+        let response = tokio::time::timeout(STEP, self.response)
+            .await
+            .expect("answer in time")
+            .unwrap()
+            .unwrap();
+        read(response).await
+    }
+}
