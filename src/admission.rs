@@ -15,7 +15,16 @@ use kube::core::{DynamicObject, TypeMeta};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::policy::{FieldPath, MAX_CAUSES, Policy};
+use crate::policy::{Evaluation, FieldPath, MAX_CAUSES, Policy, Requester, diff, list_paths};
+
+/// Paths listed in a warning (kubectl prints warnings whole; the API asks for ≤ 120 chars).
+const MAX_PATHS_IN_WARNING: usize = 4;
+/// Warnings over 256 characters may be truncated by the API server.
+const MAX_WARNING_CHARS: usize = 256;
+/// Paths listed in one audit annotation.
+const MAX_PATHS_IN_AUDIT: usize = 64;
+/// An audit annotation value's bound: audit events are stored, keep them small.
+const MAX_AUDIT_VALUE_CHARS: usize = 2048;
 
 /// The AdmissionReview API versions the API server sends (v1beta1 from clusters before 1.22 or
 /// webhooks that list it first in `admissionReviewVersions`).
@@ -82,6 +91,8 @@ pub enum Reason {
     /// The request for a governed kind could not be judged (no old object, or an object that is
     /// not an object): denied with the cause in the message.
     Undecidable,
+    /// A `scale` subresource UPDATE, judged as a change of the replicas field it writes.
+    Scale,
 }
 
 impl Reason {
@@ -94,6 +105,7 @@ impl Reason {
             Reason::Evaluated => "evaluated",
             Reason::BeingDeleted => "being_deleted",
             Reason::Undecidable => "undecidable",
+            Reason::Scale => "scale",
         }
     }
 }
@@ -105,8 +117,10 @@ pub struct Summary {
     pub uid: String,
     /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT` (empty when the request was undecodable).
     pub operation: &'static str,
-    /// `group/version/Kind` of the object.
+    /// `group/version/Kind` of the object (of the governed kind for its subresources).
     pub kind: String,
+    /// The subresource (`scale`, `status`), empty for the main resource.
+    pub subresource: String,
     /// Namespace of the object (empty for cluster-scoped objects).
     pub namespace: String,
     /// Name of the object.
@@ -123,6 +137,10 @@ pub struct Summary {
     pub changed: Vec<FieldPath>,
     /// Leaves that may not change (non-empty only for denials by the policy).
     pub forbidden: Vec<FieldPath>,
+    /// Frozen leaves allowed because the requester is exempt.
+    pub exempted: Vec<FieldPath>,
+    /// The exemptions that allowed them.
+    pub exemptions_used: Vec<String>,
 }
 
 /// The answer to one review: the response document (serialized) and its summary.
@@ -148,7 +166,10 @@ pub fn review(policy: &Policy, body: &[u8]) -> Result<Reviewed, ReviewError> {
         }
         Err(typed_error) => answer_undecodable(policy, body, &typed_error)?,
     };
-    let body = serde_json::to_vec(&response.into_review())
+    // Through a `Value` (whose maps are sorted) so the bytes are deterministic: kube keeps
+    // auditAnnotations in a HashMap.
+    let body = serde_json::to_value(response.into_review())
+        .and_then(|review| serde_json::to_vec(&review))
         .map_err(|e| ReviewError::Malformed(format!("cannot serialize the response: {e}")))?;
     Ok(Reviewed { body, summary })
 }
@@ -181,10 +202,12 @@ pub fn decide(
     request: &AdmissionRequest<DynamicObject>,
 ) -> (AdmissionResponse, Summary) {
     let kind = &request.kind;
+    let subresource = request.sub_resource.clone().unwrap_or_default();
     let mut summary = Summary {
         uid: request.uid.clone(),
         operation: operation_name(&request.operation),
         kind: format!("{}/{}/{}", kind.group, kind.version, kind.kind),
+        subresource: subresource.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         name: request.name.clone(),
         user: request.user_info.username.clone().unwrap_or_default(),
@@ -193,25 +216,60 @@ pub fn decide(
         reason: Reason::Evaluated,
         changed: Vec::new(),
         forbidden: Vec::new(),
+        exempted: Vec::new(),
+        exemptions_used: Vec::new(),
     };
     let response = AdmissionResponse::from(request);
-    if !policy.governs(&kind.group, &kind.kind) {
+    // The main resource is named by its kind; a subresource request carries another kind
+    // (`autoscaling/v1 Scale`) and is matched by the resource it belongs to.
+    let governed = if subresource.is_empty() {
+        policy.governed_kind(&kind.group, &kind.kind)
+    } else {
+        policy.governed_resource(&request.resource.group, &request.resource.resource)
+    };
+    let Some(governed) = governed else {
         summary.reason = Reason::NotGoverned;
         return (response, summary);
-    }
-    if !matches!(request.operation, Operation::Update) {
+    };
+    summary.kind = format!(
+        "{}/{}/{}",
+        governed.group, request.resource.version, governed.kind
+    );
+    let subject = subject(&governed.kind, request);
+    let (response, summary) = if !matches!(request.operation, Operation::Update) {
         summary.reason = Reason::NotAnUpdate;
-        return (response, summary);
+        (response, summary)
+    } else {
+        match (subresource.as_str(), &governed.scale_replicas) {
+            ("", _) => decide_update(policy, request, &subject, response, summary),
+            ("scale", Some(replicas)) => {
+                decide_scale(policy, request, replicas, &subject, response, summary)
+            }
+            _ => {
+                summary.reason = Reason::Subresource;
+                (response, summary)
+            }
+        }
+    };
+    (annotate(response, &summary), summary)
+}
+
+/// Who sent the request, for exemptions.
+fn requester(request: &AdmissionRequest<DynamicObject>) -> Requester<'_> {
+    Requester {
+        username: request.user_info.username.as_deref().unwrap_or_default(),
+        groups: request.user_info.groups.as_deref().unwrap_or_default(),
     }
-    if request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        summary.reason = Reason::Subresource;
-        return (response, summary);
-    }
-    let subject = subject(&kind.kind, request);
+}
+
+/// A governed UPDATE of the main resource: diff the objects.
+fn decide_update(
+    policy: &Policy,
+    request: &AdmissionRequest<DynamicObject>,
+    subject: &str,
+    response: AdmissionResponse,
+    mut summary: Summary,
+) -> (AdmissionResponse, Summary) {
     let (Some(old), Some(new)) = (&request.old_object, &request.object) else {
         let missing = if request.old_object.is_none() {
             "oldObject"
@@ -221,28 +279,101 @@ pub fn decide(
         let message = format!(
             "{subject}: the UPDATE review has no {missing}, so the change cannot be checked"
         );
-        summary.verdict = Verdict::Denied;
-        summary.reason = Reason::Undecidable;
-        return (bad_request(response, message, Vec::new()), summary);
+        return undecidable(response, summary, message);
     };
     let (old, new) = match (serde_json::to_value(old), serde_json::to_value(new)) {
         (Ok(old), Ok(new)) => (old, new),
         (Err(e), _) | (_, Err(e)) => {
-            summary.verdict = Verdict::Denied;
-            summary.reason = Reason::Undecidable;
             let message = format!("{subject}: the object cannot be read: {e}");
-            return (bad_request(response, message, Vec::new()), summary);
+            return undecidable(response, summary, message);
         }
     };
-    let evaluation = policy.evaluate(&old, &new);
-    summary.changed = evaluation.changed;
+    let evaluation = policy.evaluate_as(&old, &new, &requester(request));
     if evaluation.being_deleted {
         summary.reason = Reason::BeingDeleted;
+    }
+    let uid = new
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    conclude(policy, request, subject, uid, evaluation, response, summary)
+}
+
+/// A governed UPDATE through the `scale` subresource: judged as a change of the field the
+/// CRD maps `Scale.spec.replicas` to, under the same policy and exemptions.
+fn decide_scale(
+    policy: &Policy,
+    request: &AdmissionRequest<DynamicObject>,
+    replicas_path: &FieldPath,
+    subject: &str,
+    response: AdmissionResponse,
+    mut summary: Summary,
+) -> (AdmissionResponse, Summary) {
+    let (Some(old), Some(new)) = (&request.old_object, &request.object) else {
+        let message = format!(
+            "{subject}: the scale review has no old and new Scale, so it cannot be checked"
+        );
+        return undecidable(response, summary, message);
+    };
+    let replicas = |scale: &DynamicObject| {
+        scale
+            .data
+            .pointer("/spec/replicas")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let unchanged =
+        diff::changed_leaves(&replicas(old), &replicas(new), &|_: &FieldPath| false).is_empty();
+    let changed = if unchanged {
+        Vec::new()
+    } else {
+        vec![replicas_path.clone()]
+    };
+    summary.reason = Reason::Scale;
+    let evaluation = policy.judge(changed, &requester(request), false);
+    let uid = old.metadata.uid.as_deref().unwrap_or_default().to_owned();
+    conclude(
+        policy, request, subject, &uid, evaluation, response, summary,
+    )
+}
+
+/// A governed request that cannot be judged: denied, with the cause in the message.
+fn undecidable(
+    response: AdmissionResponse,
+    mut summary: Summary,
+    message: String,
+) -> (AdmissionResponse, Summary) {
+    summary.verdict = Verdict::Denied;
+    summary.reason = Reason::Undecidable;
+    (bad_request(response, message, Vec::new()), summary)
+}
+
+/// Turn an evaluation into the response: allowed (with a warning when an exemption was
+/// needed), or denied with a message and one cause per forbidden field.
+fn conclude(
+    policy: &Policy,
+    request: &AdmissionRequest<DynamicObject>,
+    subject: &str,
+    uid: &str,
+    evaluation: Evaluation,
+    mut response: AdmissionResponse,
+    mut summary: Summary,
+) -> (AdmissionResponse, Summary) {
+    summary.changed = evaluation.changed;
+    summary.exempted = evaluation.exempted;
+    summary.exemptions_used = evaluation.exemptions_used;
+    if !summary.exempted.is_empty() {
+        let warning = format!(
+            "pytorchjob-guard: exemption {} allowed frozen fields to change: {}",
+            summary.exemptions_used.join(", "),
+            list_paths(&summary.exempted, MAX_PATHS_IN_WARNING)
+        );
+        response.warnings = Some(vec![truncate(warning, MAX_WARNING_CHARS)]);
     }
     if evaluation.forbidden.is_empty() {
         return (response, summary);
     }
-    let message = policy.denial_message(&subject, &evaluation.forbidden);
+    let message = policy.denial_message(subject, &evaluation.forbidden);
     let causes = evaluation
         .forbidden
         .iter()
@@ -256,17 +387,55 @@ pub fn decide(
     let mut response = bad_request(response, message, causes);
     if let Some(details) = response.result.details.as_mut() {
         details.name = request.name.clone();
-        details.group = kind.group.clone();
-        details.kind = kind.kind.clone();
-        details.uid = new
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        details.group = request.resource.group.clone();
+        details.kind = subject.split(' ').next().unwrap_or_default().to_owned();
+        details.uid = uid.to_owned();
     }
     summary.verdict = Verdict::Denied;
     summary.forbidden = evaluation.forbidden;
     (response, summary)
+}
+
+/// Audit annotations for every decision about a governed kind, so the cluster's audit log
+/// says why (the API server prefixes each key with the webhook's name).
+fn annotate(mut response: AdmissionResponse, summary: &Summary) -> AdmissionResponse {
+    let mut put = |key: &str, value: String| {
+        response
+            .audit_annotations
+            .insert(key.to_owned(), truncate(value, MAX_AUDIT_VALUE_CHARS));
+    };
+    put("verdict", summary.verdict.as_str().to_owned());
+    put("reason", summary.reason.as_str().to_owned());
+    if !summary.changed.is_empty() {
+        put(
+            "changed-fields",
+            list_paths(&summary.changed, MAX_PATHS_IN_AUDIT),
+        );
+    }
+    if !summary.forbidden.is_empty() {
+        put(
+            "denied-fields",
+            list_paths(&summary.forbidden, MAX_PATHS_IN_AUDIT),
+        );
+    }
+    if !summary.exemptions_used.is_empty() {
+        put("exemptions", summary.exemptions_used.join(", "));
+        put(
+            "exempted-fields",
+            list_paths(&summary.exempted, MAX_PATHS_IN_AUDIT),
+        );
+    }
+    response
+}
+
+/// `text`, cut to at most `max` characters with an ellipsis.
+fn truncate(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// `PyTorchJob kube-test/pytorch-test`, as the message names the object.
@@ -385,6 +554,7 @@ fn answer_undecodable(
         uid,
         operation,
         kind: format!("{}/{}", kind.group, kind.kind),
+        subresource: request.sub_resource.clone().unwrap_or_default(),
         namespace: namespace.clone(),
         name: name.clone(),
         user: String::new(),
@@ -393,6 +563,8 @@ fn answer_undecodable(
         reason: Reason::NotGoverned,
         changed: Vec::new(),
         forbidden: Vec::new(),
+        exempted: Vec::new(),
+        exemptions_used: Vec::new(),
     };
     if judged {
         let subject = if namespace.is_empty() {
@@ -404,6 +576,7 @@ fn answer_undecodable(
         response = bad_request(response, message, Vec::new());
         summary.verdict = Verdict::Denied;
         summary.reason = Reason::Undecidable;
+        response = annotate(response, &summary);
     }
     Ok((response, summary))
 }

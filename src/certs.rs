@@ -44,12 +44,12 @@ pub enum CertError {
     #[error("cannot generate certificates: {0}")]
     Generate(#[from] rcgen::Error),
     /// The files could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -156,23 +156,23 @@ pub fn write_files(
 ) -> Result<WrittenCertificates, CertError> {
     for path in [ca, cert, key] {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|source| CertError::Write {
+            fs::create_dir_all(parent).map_err(|cause| CertError::Write {
                 path: parent.to_owned(),
-                source,
+                cause,
             })?;
         }
     }
     let put = |path: &Path, text: &str| {
-        fs::write(path, text).map_err(|source| CertError::Write {
+        fs::write(path, text).map_err(|cause| CertError::Write {
             path: path.to_owned(),
-            source,
+            cause,
         })
     };
     put(ca, &certs.ca_pem)?;
     put(cert, &certs.cert_pem)?;
-    write_private(key, &certs.key_pem).map_err(|source| CertError::Write {
+    write_private(key, &certs.key_pem).map_err(|cause| CertError::Write {
         path: key.to_owned(),
-        source,
+        cause,
     })?;
     Ok(WrittenCertificates {
         ca: ca.to_owned(),
@@ -206,9 +206,9 @@ pub fn write_with_kustomize_inputs(
 ) -> Result<WrittenCertificates, CertError> {
     let written = write(dir, certs)?;
     let patch = dir.join(CA_BUNDLE_PATCH_FILE);
-    fs::write(&patch, ca_bundle_patch(&certs.ca_pem)).map_err(|source| CertError::Write {
+    fs::write(&patch, ca_bundle_patch(&certs.ca_pem)).map_err(|cause| CertError::Write {
         path: patch.clone(),
-        source,
+        cause,
     })?;
     Ok(written)
 }

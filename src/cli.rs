@@ -21,9 +21,11 @@ use crate::admission::{self, Verdict};
 use crate::certs;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::record::{self, Recorder};
+use crate::reload::{self, PolicyStore, Reload};
 use crate::server::{self, AppState, Health};
 use crate::telemetry::{self, LogFormat};
-use crate::tls::{MinTlsVersion, Reload, ReloadingConfig, TlsSettings};
+use crate::tls::{MinTlsVersion, ReloadingConfig, TlsSettings};
 
 /// Exit code: success, or the update is allowed.
 pub const EXIT_OK: u8 = 0;
@@ -59,12 +61,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the webhook over HTTPS (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Answer one AdmissionReview from FILE (or `-`, stdin) on stdout, byte for byte what
     /// `/validate` returns.
     Review(ReviewArgs),
     /// Judge an update from OLD to NEW (YAML or JSON objects) and print the verdict.
     Check(CheckArgs),
+    /// Re-decide every review recorded by `serve --record` under a (new) policy and list the
+    /// decisions that would change; exit 0 when none does, 1 otherwise.
+    Replay(ReplayArgs),
     /// Write a CA, a serving certificate and key, and the webhook's caBundle patch (the inputs
     /// of manifests/overlays/self-managed).
     Certs(CertsArgs),
@@ -105,6 +110,25 @@ pub struct ServeArgs {
         default_value = "1.2"
     )]
     pub tls_min_version: MinTlsVersion,
+    /// Policy file (YAML or JSON); the built-in rule when absent. Reloaded when it changes.
+    #[arg(long, env = "PYTORCHJOB_GUARD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// How often the policy file is checked for changes.
+    #[arg(long, env = "PYTORCHJOB_GUARD_POLICY_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub policy_reload_interval: Duration,
+    /// Record every governed review and its answer as a JSON file in this directory (off by
+    /// default), for `replay`.
+    #[arg(long, env = "PYTORCHJOB_GUARD_RECORD")]
+    pub record: Option<PathBuf>,
+    /// Keep at most this many record files (the oldest go first).
+    #[arg(long, env = "PYTORCHJOB_GUARD_RECORD_MAX_FILES", default_value_t = record::DEFAULT_MAX_FILES)]
+    pub record_max_files: usize,
+    /// Skip reviews larger than this many bytes when recording.
+    #[arg(long, env = "PYTORCHJOB_GUARD_RECORD_MAX_FILE_BYTES", default_value_t = record::DEFAULT_MAX_FILE_BYTES)]
+    pub record_max_file_bytes: usize,
+    /// Record env values and other secret-looking values as they are (redacted by default).
+    #[arg(long, env = "PYTORCHJOB_GUARD_RECORD_UNREDACTED", requires = "record")]
+    pub record_unredacted: bool,
     /// How often the certificate files are checked for changes (e.g. `10s`, `500ms`).
     #[arg(long, env = "PYTORCHJOB_GUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
@@ -125,9 +149,39 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
+/// A policy file for the offline commands.
+#[derive(Debug, Args)]
+pub struct PolicyArg {
+    /// Policy file (YAML or JSON); the built-in rule when absent.
+    #[arg(long, env = "PYTORCHJOB_GUARD_POLICY")]
+    pub policy: Option<PathBuf>,
+}
+
+impl PolicyArg {
+    fn load(&self) -> anyhow::Result<Policy> {
+        match &self.policy {
+            Some(path) => Ok(PolicyStore::from_file(path)?.current().as_ref().clone()),
+            None => Ok(Policy::default()),
+        }
+    }
+}
+
+/// Flags of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The directory `serve --record` wrote.
+    pub dir: PathBuf,
+    /// The policy to replay under.
+    #[command(flatten)]
+    pub policy: PolicyArg,
+}
+
 /// Flags of `review`.
 #[derive(Debug, Args)]
 pub struct ReviewArgs {
+    /// The policy to decide under.
+    #[command(flatten)]
+    pub policy: PolicyArg,
     /// The AdmissionReview JSON file; `-` or nothing reads stdin.
     #[arg(default_value = "-")]
     pub file: PathBuf,
@@ -136,6 +190,9 @@ pub struct ReviewArgs {
 /// Flags of `check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The policy to decide under.
+    #[command(flatten)]
+    pub policy: PolicyArg,
     /// The object before the update (YAML or JSON).
     #[arg(long, env = "PYTORCHJOB_GUARD_CHECK_OLD")]
     pub old: PathBuf,
@@ -187,10 +244,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         Some(Command::Review(args)) => review(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Certs(args)) => write_certs(&args),
+        Some(Command::Replay(args)) => replay(&args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -233,6 +291,11 @@ fn ensure_dev_certificates(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    // The policy first: a server must not start on a policy it misread.
+    let policy_store = Arc::new(match &args.policy {
+        Some(path) => PolicyStore::from_file(path)?,
+        None => PolicyStore::fixed(Policy::default()),
+    });
     ensure_dev_certificates(&args)?;
     let settings = TlsSettings {
         cert: args.tls_cert.clone(),
@@ -253,11 +316,26 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(not_after) = tls.not_after() {
         metrics.set_certificate_expiry(not_after);
     }
-    let state = AppState::new(
-        Arc::new(Policy::default()),
+    let recorder = match &args.record {
+        Some(dir) => Some(Arc::new(
+            Recorder::new(
+                dir,
+                args.record_max_files,
+                args.record_max_file_bytes,
+                !args.record_unredacted,
+            )
+            .with_context(|| format!("cannot record into {}", dir.display()))?,
+        )),
+        None => None,
+    };
+    let mut state = AppState::with_policy_store(
+        policy_store.clone(),
         Arc::new(Health::default()),
         metrics.clone(),
     );
+    if let Some(recorder) = recorder {
+        state = state.with_recorder(recorder);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -265,14 +343,25 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             let _ = rx.changed().await;
         }
     };
-    let observer = metrics.clone();
-    tokio::spawn(tls.clone().poll(
+    let (observer, watched) = (metrics.clone(), tls.clone());
+    tokio::spawn(reload::poll(
+        tls.clone(),
         args.cert_reload_interval,
-        move |reload, not_after| {
-            observer.observe_certificate(matches!(reload, Reload::Reloaded), not_after);
+        move |outcome| {
+            let success = matches!(outcome, Reload::Reloaded);
+            observer.observe_certificate(success, watched.not_after());
         },
         stopped(),
     ));
+    if args.policy.is_some() {
+        let observer = metrics.clone();
+        tokio::spawn(reload::poll(
+            policy_store.clone(),
+            args.policy_reload_interval,
+            move |outcome| observer.observe_policy(matches!(outcome, Reload::Reloaded)),
+            stopped(),
+        ));
+    }
     let metrics_server = tokio::spawn(server::serve_metrics(
         metrics_listener,
         state.clone(),
@@ -317,7 +406,7 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn review(args: &ReviewArgs) -> anyhow::Result<u8> {
     let body = read_input(&args.file)?;
-    let reviewed = admission::review(&Policy::default(), &body)?;
+    let reviewed = admission::review(&args.policy.load()?, &body)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&reviewed.body)?;
     stdout.write_all(b"\n")?;
@@ -373,7 +462,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
             "oldObject": old,
         }
     });
-    let reviewed = admission::review(&Policy::default(), &serde_json::to_vec(&review)?)?;
+    let reviewed = admission::review(&args.policy.load()?, &serde_json::to_vec(&review)?)?;
     let response: Value = serde_json::from_slice(&reviewed.body)?;
     let summary = &reviewed.summary;
     let mut out = std::io::stdout().lock();
@@ -423,6 +512,41 @@ fn write_certs(args: &CertsArgs) -> anyhow::Result<u8> {
         names.join(", ")
     );
     Ok(EXIT_OK)
+}
+
+fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
+    let policy = args.policy.load()?;
+    let rows = record::replay(&args.dir, &policy)?;
+    let changed: Vec<&record::ReplayRow> = rows.iter().filter(|r| r.changed()).collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "| record | object | recorded | now | newly denied | no longer denied |"
+    )?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+    for row in &changed {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.record,
+            row.object,
+            row.before,
+            row.after,
+            row.newly_denied.join(", "),
+            row.no_longer_denied.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{} of {} recorded decisions would change",
+        changed.len(),
+        rows.len()
+    )?;
+    Ok(if changed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_DENIED
+    })
 }
 
 #[cfg(test)]

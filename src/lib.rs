@@ -8,6 +8,8 @@
 //! | [`policy`] | the decision core: [`policy::Policy`], the leaf diff, [`policy::FieldPath`] | nothing (pure) |
 //! | [`admission`] | kube's `AdmissionReview` in, response review out: the one path behind every front door | nothing (pure) |
 //! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
+//! | [`record`] | `serve --record` (bounded, redacted) and `replay` under another policy | the record directory |
+//! | [`reload`] | the polling reload loop, `Reloading<Source>` keeping the last good value, the policy store | the files it is given |
 //! | [`tls`] | PEM → rustls `ServerConfig` (ring, ALPN h2 + http/1.1, client CA), reload keeping the last good | the certificate files |
 //! | [`metrics`] | Prometheus registry (passed in, no globals), bounded label sets | nothing |
 //! | [`server`] | axum routes, bounded bodies, HTTP/1.1 + HTTP/2 over TLS, metrics listener, graceful shutdown | the listeners it is given |
@@ -20,6 +22,8 @@ pub mod certs;
 pub mod cli;
 pub mod metrics;
 pub mod policy;
+pub mod record;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

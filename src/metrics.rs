@@ -228,7 +228,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "reloads",
-            "Reloads of changed certificate files, by result",
+            "Reloads of changed certificate or policy files, by what and result",
             reloads.clone(),
         );
         let connections = Gauge::default();
@@ -361,6 +361,16 @@ impl Metrics {
         if let Some(not_after) = not_after {
             self.cert_expiry.set(not_after);
         }
+    }
+
+    /// Record a policy reload attempt.
+    pub fn observe_policy(&self, success: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                what: "policy".to_owned(),
+                result: if success { "success" } else { "error" }.to_owned(),
+            })
+            .inc();
     }
 
     /// Set the serving certificate's expiry without counting a reload (at start).

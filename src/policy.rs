@@ -1,21 +1,24 @@
-//! The decision core: which changes to a running job are allowed.
+//! The decision core: which changes to a running job are allowed, and for whom.
 //!
 //! [`Policy`] holds the rule — which kinds it governs, which fields may change, which fields are
-//! not compared at all — and [`Policy::evaluate`] applies it to the old and new object of an
-//! UPDATE. [`Policy::default`] is the rule of the PyTorchJob update API: only
+//! not compared at all, which schema defaults are no change, and which identities are exempt
+//! for which extra fields — and [`Policy::evaluate_as`] applies it to the old and new object of
+//! an UPDATE. [`Policy::default`] is the rule of the PyTorchJob update API: only
 //! `metadata.labels`, `metadata.annotations`, `spec.activeDeadlineSeconds`,
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
-//! equivalents, the layout of the current training-operator) may change.
+//! equivalents, the layout of the current training-operator) may change, for everyone.
+//! [`file`] reads the same rule from a policy file.
 //!
 //! Pure and synchronous: no I/O, no async, no Kubernetes client. Everything else in the crate
 //! wraps this module; it depends on nothing else in the crate.
 
 pub mod diff;
+pub mod file;
 pub mod path;
 
 use serde_json::Value;
 
-pub use path::{FieldPath, ParsePathError, Segment};
+pub use path::{FieldPath, FieldPattern, ParsePathError, PatternSegment, Segment};
 
 /// The most offending paths a denial message lists; the rest are counted. kubectl prints the
 /// message on one line, so it has to stay readable when a whole replica spec was replaced.
@@ -24,32 +27,85 @@ pub const MAX_PATHS_IN_MESSAGE: usize = 12;
 /// The most `details.causes` a denial carries (one per path); a bound on the response size.
 pub const MAX_CAUSES: usize = 256;
 
-/// An API group and kind, e.g. `kubeflow.org` / `PyTorchJob` (any version).
+/// A kind the policy governs: UPDATEs of it (any version) are judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupKind {
+pub struct GovernedKind {
     /// The API group (`kubeflow.org`).
     pub group: String,
     /// The kind (`PyTorchJob`).
     pub kind: String,
+    /// The resource (`pytorchjobs`): how subresource requests (`pytorchjobs/scale`) name it.
+    pub resource: String,
+    /// The field the `scale` subresource writes (the CRD's `specReplicasPath`); scale
+    /// requests are judged as a change of it. `None`: scale requests are not judged.
+    pub scale_replicas: Option<FieldPath>,
 }
 
-impl GroupKind {
-    /// A group and kind.
+impl GovernedKind {
+    /// A kind whose resource is its lowercase plural and which has no scale path.
     pub fn new(group: &str, kind: &str) -> Self {
         Self {
             group: group.to_owned(),
             kind: kind.to_owned(),
+            resource: format!("{}s", kind.to_lowercase()),
+            scale_replicas: None,
         }
+    }
+}
+
+/// Who sent a request, as the API server reports it in `userInfo`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Requester<'a> {
+    /// `userInfo.username` (`system:serviceaccount:NS:NAME` for service accounts).
+    pub username: &'a str,
+    /// `userInfo.groups`.
+    pub groups: &'a [String],
+}
+
+/// Identities trusted to change more than the updatable fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exemption {
+    /// A name for messages, warnings and audit annotations (`kueue`).
+    pub name: String,
+    /// Usernames.
+    pub users: Vec<String>,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Service accounts as `namespace:name`.
+    pub service_accounts: Vec<String>,
+    /// The fields they may change beyond the updatable ones; `None`: any field.
+    pub paths: Option<Vec<FieldPattern>>,
+}
+
+impl Exemption {
+    /// Whether the requester is one of the exempt identities.
+    pub fn applies_to(&self, requester: &Requester<'_>) -> bool {
+        self.users.iter().any(|u| u == requester.username)
+            || self.groups.iter().any(|g| requester.groups.contains(g))
+            || self.service_accounts.iter().any(|sa| {
+                requester
+                    .username
+                    .strip_prefix("system:serviceaccount:")
+                    .is_some_and(|rest| rest == sa)
+            })
+    }
+
+    /// Whether this exemption lets `path` change.
+    pub fn covers(&self, path: &FieldPath) -> bool {
+        self.paths
+            .as_ref()
+            .is_none_or(|paths| paths.iter().any(|p| p.covers(path)))
     }
 }
 
 /// The rule: the kinds it governs and, for an UPDATE of one of them, which fields may change.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    kinds: Vec<GroupKind>,
-    updatable: Vec<FieldPath>,
-    not_compared: Vec<FieldPath>,
-    defaults: Vec<(FieldPath, Value)>,
+    kinds: Vec<GovernedKind>,
+    updatable: Vec<FieldPattern>,
+    not_compared: Vec<FieldPattern>,
+    defaults: Vec<(FieldPattern, Value)>,
+    exemptions: Vec<Exemption>,
     updatable_summary: String,
 }
 
@@ -86,42 +142,49 @@ pub const DEFAULT_NOT_COMPARED: &[&str] = &[
 /// `runPolicy: {ttlSecondsAfterFinished: …, suspend: false}`.
 pub const DEFAULT_SCHEMA_DEFAULTS: &[(&str, bool)] = &[("spec.runPolicy.suspend", false)];
 
+/// Where the `scale` subresource writes in a PyTorchJob (training-operator ≥ 1.6 CRD:
+/// `specReplicasPath: .spec.pytorchReplicaSpecs.Worker.replicas`).
+pub const PYTORCHJOB_SCALE_REPLICAS: &str = "spec.pytorchReplicaSpecs.Worker.replicas";
+
 const DEFAULT_SUMMARY: &str = "only metadata.labels, metadata.annotations, spec.activeDeadlineSeconds, \
      spec.ttlSecondsAfterFinished and spec.cleanPodPolicy (or their spec.runPolicy equivalents) may change";
 
+fn builtin<T: std::str::FromStr>(text: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    text.parse().expect("built-in paths are valid")
+}
+
 impl Default for Policy {
     fn default() -> Self {
-        let parse_all = |paths: &[&str]| -> Vec<FieldPath> {
-            paths
-                .iter()
-                .map(|p| p.parse().expect("built-in paths are valid"))
-                .collect()
-        };
+        let mut pytorchjob = GovernedKind::new("kubeflow.org", "PyTorchJob");
+        pytorchjob.scale_replicas = Some(builtin(PYTORCHJOB_SCALE_REPLICAS));
         Self {
-            kinds: vec![GroupKind::new("kubeflow.org", "PyTorchJob")],
-            updatable: parse_all(DEFAULT_UPDATABLE),
-            not_compared: parse_all(DEFAULT_NOT_COMPARED),
+            kinds: vec![pytorchjob],
+            updatable: DEFAULT_UPDATABLE.iter().map(|p| builtin(p)).collect(),
+            not_compared: DEFAULT_NOT_COMPARED.iter().map(|p| builtin(p)).collect(),
             defaults: DEFAULT_SCHEMA_DEFAULTS
                 .iter()
-                .map(|(path, value)| {
-                    (
-                        path.parse().expect("built-in paths are valid"),
-                        Value::Bool(*value),
-                    )
-                })
+                .map(|(path, value)| (builtin(path), Value::Bool(*value)))
                 .collect(),
+            exemptions: Vec::new(),
             updatable_summary: DEFAULT_SUMMARY.to_owned(),
         }
     }
 }
 
-/// The outcome of [`Policy::evaluate`] for one UPDATE.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The outcome of [`Policy::evaluate_as`] for one UPDATE.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evaluation {
     /// Every compared leaf that changed, sorted (updatable ones included).
     pub changed: Vec<FieldPath>,
     /// The changed leaves that may not change, sorted; empty when the update is allowed.
     pub forbidden: Vec<FieldPath>,
+    /// Frozen leaves allowed only because the requester is exempt, sorted.
+    pub exempted: Vec<FieldPath>,
+    /// The exemptions that allowed them.
+    pub exemptions_used: Vec<String>,
     /// The old object is being deleted: everything is allowed so deletion can finish.
     pub being_deleted: bool,
 }
@@ -134,26 +197,74 @@ impl Evaluation {
 }
 
 impl Policy {
-    /// Whether UPDATEs of this group and kind are judged (any version).
-    pub fn governs(&self, group: &str, kind: &str) -> bool {
+    /// A policy from its parts; `updatable_summary` is written from `updatable` unless the
+    /// updatable fields are the built-in ones.
+    pub fn new(
+        kinds: Vec<GovernedKind>,
+        updatable: Vec<FieldPattern>,
+        not_compared: Vec<FieldPattern>,
+        defaults: Vec<(FieldPattern, Value)>,
+        exemptions: Vec<Exemption>,
+    ) -> Self {
+        let builtin_updatable: Vec<FieldPattern> =
+            DEFAULT_UPDATABLE.iter().map(|p| builtin(p)).collect();
+        let updatable_summary = if updatable == builtin_updatable {
+            DEFAULT_SUMMARY.to_owned()
+        } else {
+            summarize(&updatable)
+        };
+        Self {
+            kinds,
+            updatable,
+            not_compared,
+            defaults,
+            exemptions,
+            updatable_summary,
+        }
+    }
+
+    /// The governed kind with this group and kind (any version).
+    pub fn governed_kind(&self, group: &str, kind: &str) -> Option<&GovernedKind> {
         self.kinds
             .iter()
-            .any(|k| k.group == group && k.kind == kind)
+            .find(|k| k.group == group && k.kind == kind)
+    }
+
+    /// The governed kind served as this group and resource (for subresource requests).
+    pub fn governed_resource(&self, group: &str, resource: &str) -> Option<&GovernedKind> {
+        self.kinds
+            .iter()
+            .find(|k| k.group == group && k.resource == resource)
+    }
+
+    /// Whether UPDATEs of this group and kind are judged (any version).
+    pub fn governs(&self, group: &str, kind: &str) -> bool {
+        self.governed_kind(group, kind).is_some()
     }
 
     /// The kinds this policy governs.
-    pub fn kinds(&self) -> &[GroupKind] {
+    pub fn kinds(&self) -> &[GovernedKind] {
         &self.kinds
     }
 
-    /// The paths that may change, and everything under them.
-    pub fn updatable(&self) -> &[FieldPath] {
+    /// The fields that may change, and everything under them.
+    pub fn updatable(&self) -> &[FieldPattern] {
         &self.updatable
     }
 
-    /// The paths that are never compared, and everything under them.
-    pub fn not_compared(&self) -> &[FieldPath] {
+    /// The fields that are never compared, and everything under them.
+    pub fn not_compared(&self) -> &[FieldPattern] {
         &self.not_compared
+    }
+
+    /// The schema defaults that are no change.
+    pub fn defaults(&self) -> &[(FieldPattern, Value)] {
+        &self.defaults
+    }
+
+    /// The exemptions.
+    pub fn exemptions(&self) -> &[Exemption] {
+        &self.exemptions
     }
 
     /// A sentence for users saying what may change.
@@ -162,49 +273,71 @@ impl Policy {
     }
 
     fn is_updatable(&self, path: &FieldPath) -> bool {
-        self.updatable.iter().any(|u| path.is_under(u))
+        self.updatable.iter().any(|u| u.covers(path))
     }
 
     fn is_not_compared(&self, path: &FieldPath) -> bool {
-        self.not_compared.iter().any(|n| path.is_under(n))
+        self.not_compared.iter().any(|n| n.covers(path))
     }
 
-    /// Judge an UPDATE from `old` to `new` (whole objects, as JSON).
+    /// Judge an UPDATE from `old` to `new` (whole objects, as JSON) by someone not exempt.
     pub fn evaluate(&self, old: &Value, new: &Value) -> Evaluation {
+        self.evaluate_as(old, new, &Requester::default())
+    }
+
+    /// Judge an UPDATE from `old` to `new` (whole objects, as JSON) sent by `requester`.
+    pub fn evaluate_as(&self, old: &Value, new: &Value, requester: &Requester<'_>) -> Evaluation {
         let being_deleted = !old
             .pointer("/metadata/deletionTimestamp")
             .unwrap_or(&Value::Null)
             .is_null();
         let changed = diff::changed_leaves(old, new, self);
-        let forbidden = if being_deleted {
-            Vec::new()
-        } else {
-            changed
-                .iter()
-                .filter(|path| !self.is_updatable(path))
-                .cloned()
-                .collect()
-        };
-        Evaluation {
-            changed,
-            forbidden,
+        self.judge(changed, requester, being_deleted)
+    }
+
+    /// Judge a set of changed leaves (sorted) sent by `requester`.
+    pub fn judge(
+        &self,
+        changed: Vec<FieldPath>,
+        requester: &Requester<'_>,
+        being_deleted: bool,
+    ) -> Evaluation {
+        let mut evaluation = Evaluation {
             being_deleted,
+            ..Evaluation::default()
+        };
+        if !being_deleted {
+            let exemptions: Vec<&Exemption> = self
+                .exemptions
+                .iter()
+                .filter(|e| e.applies_to(requester))
+                .collect();
+            for path in changed.iter().filter(|p| !self.is_updatable(p)) {
+                let by: Vec<&Exemption> = exemptions
+                    .iter()
+                    .copied()
+                    .filter(|e| e.covers(path))
+                    .collect();
+                if by.is_empty() {
+                    evaluation.forbidden.push(path.clone());
+                } else {
+                    evaluation.exempted.push(path.clone());
+                    for exemption in by {
+                        if !evaluation.exemptions_used.contains(&exemption.name) {
+                            evaluation.exemptions_used.push(exemption.name.clone());
+                        }
+                    }
+                }
+            }
         }
+        evaluation.changed = changed;
+        evaluation
     }
 
     /// The message of a denial, as kubectl shows it after `denied the request: `.
     ///
     /// `PyTorchJob kube-test/pytorch-test: these fields cannot be updated: a, b and 3 more; only …`
     pub fn denial_message(&self, object: &str, forbidden: &[FieldPath]) -> String {
-        let mut listed: Vec<String> = forbidden
-            .iter()
-            .take(MAX_PATHS_IN_MESSAGE)
-            .map(ToString::to_string)
-            .collect();
-        let more = forbidden.len().saturating_sub(MAX_PATHS_IN_MESSAGE);
-        if more > 0 {
-            listed.push(format!("and {more} more"));
-        }
         let noun = if forbidden.len() == 1 {
             "this field cannot be updated"
         } else {
@@ -212,9 +345,29 @@ impl Policy {
         };
         format!(
             "{object}: {noun}: {}; {}",
-            listed.join(", "),
+            list_paths(forbidden, MAX_PATHS_IN_MESSAGE),
             self.updatable_summary
         )
+    }
+}
+
+/// `a, b, c, and 3 more`: at most `max` paths, then a count.
+pub fn list_paths(paths: &[FieldPath], max: usize) -> String {
+    let mut listed: Vec<String> = paths.iter().take(max).map(ToString::to_string).collect();
+    let more = paths.len().saturating_sub(max);
+    if more > 0 {
+        listed.push(format!("and {more} more"));
+    }
+    listed.join(", ")
+}
+
+/// `only a, b and c may change`.
+fn summarize(updatable: &[FieldPattern]) -> String {
+    let names: Vec<String> = updatable.iter().map(ToString::to_string).collect();
+    match names.as_slice() {
+        [] => "no field may change".to_owned(),
+        [one] => format!("only {one} may change"),
+        [init @ .., last] => format!("only {} and {last} may change", init.join(", ")),
     }
 }
 
@@ -226,7 +379,7 @@ impl diff::DiffRules for Policy {
     fn default_at(&self, path: &FieldPath) -> Option<&Value> {
         self.defaults
             .iter()
-            .find(|(at, _)| at == path)
+            .find(|(at, _)| at.matches(path))
             .map(|(_, value)| value)
     }
 }

@@ -6,14 +6,16 @@
 //! variant with its 4xx status and a message; a panic in a handler is a 500 for that request only.
 //!
 //! [`serve`] takes a bound listener and a shutdown future from its caller (tests bind port 0),
-//! bounds every connection (handshake and header timeouts, a connection limit), and on shutdown
-//! reports unready, keeps serving for the drain delay, stops accepting and lets in-flight
-//! requests finish. [`serve_metrics`] serves `/metrics`, `/healthz` and `/readyz` in plain HTTP
+//! bounds every connection (handshake, header and idle timeouts, a connection limit at which the
+//! oldest idle connection makes room for a new client), and on shutdown reports unready, keeps
+//! serving for the drain delay, stops accepting and lets in-flight requests finish. Every bound
+//! is a field of [`Limits`], whose defaults are the constants below; the state carries them. [`serve_metrics`] serves `/metrics`, `/healthz` and `/readyz` in plain HTTP
 //! on a second listener, off the TLS port.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -26,16 +28,17 @@ use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::admission::{self, ReviewError, Summary};
+use crate::admission::{self, Reason, ReviewError, Summary};
 use crate::metrics::{self, Metrics, RejectReason};
 use crate::policy::Policy;
+use crate::record::Recorder;
+use crate::reload::PolicyStore;
 use crate::tls::ReloadingConfig;
 
 /// The largest request body accepted. An UPDATE review carries two objects of up to ~3 MiB
@@ -49,20 +52,67 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers (HTTP/1.1; slowloris bound).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections at once; further clients wait in the listen backlog. The API server keeps a
-/// few keep-alive connections per replica, so this is far above normal use.
+/// How long a connection may stay open without a request in flight (after its handshake, or
+/// since its last request) before it is closed gracefully. It frees the slot of a client that
+/// vanished or never spoke; HTTP/1.1 connections are already closed by [`HEADER_READ_TIMEOUT`]
+/// when no next request arrives, so this bounds HTTP/2 and the protocol-detection phase.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections at once. When all are taken, a new client makes the oldest idle connection
+/// (no request in flight, including handshakes in progress) close, so idle connections cannot
+/// lock new clients out; otherwise it waits in the listen backlog. The API server keeps a few
+/// keep-alive connections per replica, so this is far above normal use.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Concurrent HTTP/2 streams per connection.
 pub const MAX_H2_STREAMS: u32 = 128;
-/// How long in-flight requests get to finish after shutdown starts.
+/// How long in-flight requests get to finish after shutdown starts (and how long an idle or
+/// evicted connection gets to close gracefully before it is dropped).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every bound the server enforces. [`Limits::default`] is the production set (the constants
+/// above, each with its reason); tests shorten the timeouts to prove them quickly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// [`MAX_BODY_BYTES`]: larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// [`BODY_READ_TIMEOUT`]: a body not received in time gets 408.
+    pub body_read_timeout: Duration,
+    /// [`TLS_HANDSHAKE_TIMEOUT`]: a handshake not completed in time is dropped.
+    pub tls_handshake_timeout: Duration,
+    /// [`HEADER_READ_TIMEOUT`]: HTTP/1.1 headers not received in time close the connection.
+    pub header_read_timeout: Duration,
+    /// [`IDLE_TIMEOUT`]: a connection without a request for this long is closed.
+    pub idle_timeout: Duration,
+    /// [`MAX_CONNECTIONS`]: open connections at once (at least 1).
+    pub max_connections: usize,
+    /// [`MAX_H2_STREAMS`]: concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
+    /// [`DRAIN_TIMEOUT`]: how long in-flight requests get after shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: MAX_BODY_BYTES,
+            body_read_timeout: BODY_READ_TIMEOUT,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_h2_streams: MAX_H2_STREAMS,
+            drain_timeout: DRAIN_TIMEOUT,
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    policy: Arc<Policy>,
+    policy: Arc<PolicyStore>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// `/healthz` fails when the accept loop has not ticked for this long: it is wedged or gone.
@@ -123,13 +173,42 @@ impl Health {
 }
 
 impl AppState {
-    /// State for the routers.
+    /// State for the routers, with a fixed policy.
     pub fn new(policy: Arc<Policy>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        let store = Arc::new(PolicyStore::fixed(Policy::clone(&policy)));
+        Self::with_policy_store(store, health, metrics)
+    }
+
+    /// State for the routers, with the policy from a (reloading) store.
+    pub fn with_policy_store(
+        policy: Arc<PolicyStore>,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             policy,
             health,
             metrics,
+            limits: Arc::new(Limits::default()),
+            recorder: None,
         }
+    }
+
+    /// The same state, recording every governed review and its answer.
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// The same state with other bounds (the default is [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// The bounds the routes and [`serve`] enforce.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The shared health.
@@ -177,6 +256,19 @@ async fn observe_request(State(state): State<AppState>, request: Request, next: 
 
 /// The webhook's routes, with panic catching and metrics. Usable without TLS (`oneshot` tests).
 pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/validate", post(validate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found);
+    with_safety_layers(routes, state)
+}
+
+/// Wrap routes the way [`router`] wraps the webhook's: a panic in a handler becomes a 500 for
+/// that request only (counted as `rejected_requests_total{reason="panic"}`, the connection and
+/// the process live on), and every request is counted in flight and timed.
+pub fn with_safety_layers(routes: Router<AppState>, state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let on_panic = move |_: Box<dyn std::any::Any + Send + 'static>| {
         metrics.reject(RejectReason::panic);
@@ -186,12 +278,7 @@ pub fn router(state: AppState) -> Router {
             "internal error while handling the request\n".to_owned(),
         )
     };
-    Router::new()
-        .route("/validate", post(validate))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
+    routes
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -224,12 +311,12 @@ pub enum ServeError {
     /// Content-Type is not `application/json`.
     #[error("unsupported Content-Type {0:?}: send the AdmissionReview as application/json")]
     UnsupportedMediaType(String),
-    /// The body is larger than [`MAX_BODY_BYTES`].
-    #[error("request body too large: the limit is {MAX_BODY_BYTES} bytes")]
-    PayloadTooLarge,
-    /// The body did not arrive within [`BODY_READ_TIMEOUT`].
-    #[error("request body not received within {BODY_READ_TIMEOUT:?}")]
-    BodyTimeout,
+    /// The body is larger than [`Limits::max_body_bytes`] (the limit).
+    #[error("request body too large: the limit is {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The body did not arrive within [`Limits::body_read_timeout`] (the timeout).
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(Duration),
     /// The connection failed while the body was read.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
@@ -246,8 +333,8 @@ impl ServeError {
     pub fn status(&self) -> StatusCode {
         match self {
             ServeError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ServeError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ServeError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ServeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServeError::BodyRead(_) | ServeError::EmptyBody | ServeError::Review(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -260,8 +347,8 @@ impl ServeError {
     pub fn reject_reason(&self) -> RejectReason {
         match self {
             ServeError::UnsupportedMediaType(_) => RejectReason::bad_content_type,
-            ServeError::PayloadTooLarge => RejectReason::body_too_large,
-            ServeError::BodyTimeout => RejectReason::timeout,
+            ServeError::PayloadTooLarge(_) => RejectReason::body_too_large,
+            ServeError::BodyTimeout(_) => RejectReason::timeout,
             ServeError::BodyRead(_) => RejectReason::body_read_error,
             ServeError::EmptyBody | ServeError::Review(_) => RejectReason::malformed_review,
         }
@@ -298,24 +385,27 @@ fn is_json(headers: &HeaderMap) -> Result<(), ServeError> {
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ServeError> {
+async fn read_body(
+    limits: &Limits,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ServeError> {
+    let max = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ServeError::PayloadTooLarge);
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(ServeError::PayloadTooLarge(max));
     }
-    let collected = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| ServeError::BodyTimeout)?;
+    let collected =
+        tokio::time::timeout(limits.body_read_timeout, Limited::new(body, max).collect())
+            .await
+            .map_err(|_| ServeError::BodyTimeout(limits.body_read_timeout))?;
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ServeError::PayloadTooLarge)
+            Err(ServeError::PayloadTooLarge(max))
         }
         Err(error) => Err(ServeError::BodyRead(error.to_string())),
     }
@@ -337,18 +427,27 @@ async fn review_request(
     body: Body,
 ) -> Result<Response, ServeError> {
     is_json(headers)?;
-    let bytes = read_body(headers, body).await?;
+    let bytes = read_body(&state.limits, headers, body).await?;
     if bytes.is_empty() {
         return Err(ServeError::EmptyBody);
     }
     let started = Instant::now();
-    let reviewed = admission::review(&state.policy, &bytes)?;
-    state.metrics.observe_review(
-        &state.policy,
-        &reviewed.summary,
-        started.elapsed().as_secs_f64(),
-    );
+    let policy = state.policy.current();
+    let reviewed = admission::review(&policy, &bytes)?;
+    state
+        .metrics
+        .observe_review(&policy, &reviewed.summary, started.elapsed().as_secs_f64());
     log_decision(&reviewed.summary);
+    if let Some(recorder) = &state.recorder
+        && reviewed.summary.reason != Reason::NotGoverned
+    {
+        let (recorder, response) = (recorder.clone(), reviewed.body.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = recorder.record(&bytes, &response) {
+                tracing::warn!(%error, "cannot record the review");
+            }
+        });
+    }
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -425,9 +524,141 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     )
 }
 
+/// One open connection, as the accept loop sees it: the requests in flight on it, since when it
+/// has been idle, and a way to ask it to close.
+#[derive(Debug)]
+struct Slot {
+    opened: Instant,
+    /// Requests being handled on this connection.
+    requests: AtomicUsize,
+    /// Milliseconds after `opened` when the connection last became idle.
+    idle_since_ms: AtomicU64,
+    evicted: AtomicBool,
+    evict: Notify,
+}
+
+impl Slot {
+    /// From now on the connection is idle (its handshake completed, or its last request ended).
+    fn mark_idle(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(now, Ordering::SeqCst);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.opened.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.idle_since_ms.load(Ordering::SeqCst)))
+    }
+
+    /// Completes once the connection has had no request in flight for `limit`.
+    async fn idle_expired(&self, limit: Duration) {
+        loop {
+            let wait = if self.requests.load(Ordering::SeqCst) > 0 {
+                limit
+            } else {
+                let idle = self.idle_for();
+                if idle >= limit {
+                    return;
+                }
+                limit - idle
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Completes once the accept loop asked this connection to make room.
+    async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+/// Counts a request on its connection until dropped.
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn start(slot: &Arc<Slot>) -> Self {
+        slot.requests.fetch_add(1, Ordering::SeqCst);
+        Self(slot.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.mark_idle();
+        self.0.requests.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The open connections, oldest first.
+#[derive(Debug, Default)]
+struct Slots {
+    next_id: AtomicU64,
+    open: Mutex<BTreeMap<u64, Arc<Slot>>>,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Slot>>> {
+        match self.open.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn open(self: &Arc<Self>) -> SlotGuard {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let slot = Arc::new(Slot {
+            opened: Instant::now(),
+            requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        self.lock().insert(id, slot.clone());
+        SlotGuard {
+            slots: self.clone(),
+            id,
+            slot,
+        }
+    }
+
+    /// Ask the oldest connection without a request in flight (a handshake in progress counts)
+    /// to close; false when every connection is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let open = self.lock();
+        let victim = open.values().find(|slot| {
+            slot.requests.load(Ordering::SeqCst) == 0 && !slot.evicted.swap(true, Ordering::SeqCst)
+        });
+        match victim {
+            Some(slot) => {
+                slot.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`Slots`], given up when its task ends.
+struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.lock().remove(&self.id);
+    }
+}
+
+/// Completes when the server starts draining (or is gone).
+async fn stopping(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stopping| *stopping).await;
+}
+
 /// Serve the webhook over TLS on `listener` until `shutdown` completes. Then: `/readyz` turns
 /// unready, the server keeps serving for `drain_delay` (so endpoints drop it before the port
-/// closes), stops accepting, and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
+/// closes), stops accepting, and lets in-flight requests finish (up to
+/// [`Limits::drain_timeout`]). The bounds are the state's [`AppState::limits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ReloadingConfig>,
@@ -435,21 +666,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_delay: Duration,
 ) -> std::io::Result<()> {
+    let limits = state.limits.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_concurrent_streams(limits.max_h2_streams)
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     let app = router(state.clone());
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let max_connections = limits.max_connections.max(1);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Slots::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let health = state.health.clone();
     let metrics = state.metrics.clone();
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -465,22 +699,6 @@ pub async fn serve(
     };
     tokio::pin!(draining);
     'accept: loop {
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                metrics.reject(RejectReason::connection_limit);
-                loop {
-                    tokio::select! {
-                        _ = &mut draining => break 'accept,
-                        _ = heartbeat.tick() => health.tick(),
-                        permit = connections.clone().acquire_owned() => match permit {
-                            Ok(permit) => break permit,
-                            Err(_) => break 'accept,
-                        },
-                    }
-                }
-            }
-        };
         let (stream, peer) = loop {
             tokio::select! {
                 _ = &mut draining => break 'accept,
@@ -495,16 +713,47 @@ pub async fn serve(
                 },
             }
         };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Every slot is taken: the oldest idle connection makes room for this client.
+                metrics.reject(RejectReason::connection_limit);
+                slots.evict_oldest_idle();
+                loop {
+                    tokio::select! {
+                        _ = &mut draining => break 'accept,
+                        _ = heartbeat.tick() => {
+                            health.tick();
+                            // Still full: a connection may have gone idle since.
+                            slots.evict_oldest_idle();
+                        }
+                        permit = connections.clone().acquire_owned() => match permit {
+                            Ok(permit) => break permit,
+                            Err(_) => break 'accept,
+                        },
+                    }
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current());
         let builder = builder.clone();
         let app = app.clone();
-        let watcher = graceful.watcher();
         let metrics = metrics.clone();
+        let limits = limits.clone();
+        let slot = slots.open();
+        let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls_stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let handshake =
+                tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
+            let tls_stream = tokio::select! {
+                _ = stopping(&mut stop_rx) => return,
+                _ = slot.slot.evicted() => {
+                    tracing::debug!(%peer, "handshake in progress closed to make room");
+                    return;
+                }
+                handshake = handshake => match handshake {
                     Ok(Ok(tls_stream)) => tls_stream,
                     Ok(Err(error)) => {
                         metrics.reject(RejectReason::tls_handshake);
@@ -516,25 +765,57 @@ pub async fn serve(
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
-                };
+                },
+            };
             metrics.connections().inc();
-            let service = TowerToHyperService::new(app);
+            slot.slot.mark_idle();
+            let on_slot = slot.slot.clone();
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let busy = Busy::start(&on_slot);
+                    let app = app.clone();
+                    async move {
+                        let _busy = busy;
+                        app.oneshot(request).await
+                    }
+                });
             let connection = builder
                 .serve_connection(TokioIo::new(tls_stream), service)
                 .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = stopping(&mut stop_rx) => None,
+                _ = slot.slot.evicted() => None,
+                _ = slot.slot.idle_expired(limits.idle_timeout) => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    // Finish what is in flight, then close; drop the connection if it lingers.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(limits.drain_timeout, connection)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             metrics.connections().dec();
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    // Every connection task holds a permit: all of them back means every connection is closed.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_timeout, connections.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway"
+            "in-flight requests did not finish within {:?}; exiting anyway",
+            limits.drain_timeout
         );
     }
     Ok(())

@@ -13,8 +13,9 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
+
+use crate::reload::{Reloading, Source};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -59,12 +60,12 @@ pub struct TlsSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A PEM file held no usable item of the expected type.
     #[error("{path}: {problem}")]
@@ -105,17 +106,18 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// The bytes a config was built from: when they change, the config is rebuilt.
+#[doc(hidden)]
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Material {
+pub struct Material {
     cert: Vec<u8>,
     key: Vec<u8>,
     client_ca: Option<Vec<u8>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
+    fs::read(path).map_err(|cause| TlsError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 
@@ -286,12 +288,22 @@ pub fn load(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     build(settings, &Material::read(settings)?)
 }
 
-/// A server config rebuilt from its files whenever they change, keeping the last good one.
-#[derive(Debug)]
-pub struct ReloadingConfig {
-    settings: TlsSettings,
-    current: RwLock<Arc<ServerConfig>>,
-    loaded: Mutex<Material>,
+impl Source for TlsSettings {
+    type Material = Material;
+    type Value = ServerConfig;
+    type Error = TlsError;
+
+    fn read(&self) -> Result<Material, TlsError> {
+        Material::read(self)
+    }
+
+    fn build(&self, material: &Material) -> Result<ServerConfig, TlsError> {
+        build(self, material)
+    }
+
+    fn what(&self) -> &'static str {
+        "serving certificate"
+    }
 }
 
 /// The serving certificate's expiry (Unix seconds), from the leaf of a PEM chain.
@@ -300,120 +312,21 @@ fn leaf_not_after(settings: &TlsSettings, material: &Material) -> Option<i64> {
     certificate_not_after(chain.first()?)
 }
 
+/// A server config rebuilt from its files whenever they change, keeping the last good one.
+/// New handshakes take [`Reloading::current`]; open connections keep theirs.
+pub type ReloadingConfig = Reloading<TlsSettings>;
+
 /// What a reload attempt did.
-#[derive(Debug)]
-pub enum Reload {
-    /// The files are unchanged.
-    Unchanged,
-    /// New files were loaded; new handshakes use them.
-    Reloaded,
-    /// The files changed but are unusable; the last good config keeps serving.
-    Rejected(TlsError),
-}
+pub type Reload = crate::reload::Reload<TlsError>;
 
-impl ReloadingConfig {
-    /// Load the files; fails (so the server refuses to start) when they are unusable.
-    pub fn load(settings: TlsSettings) -> Result<Self, TlsError> {
-        let material = Material::read(&settings)?;
-        let config = build(&settings, &material)?;
-        Ok(Self {
-            settings,
-            current: RwLock::new(Arc::new(config)),
-            loaded: Mutex::new(material),
-        })
-    }
-
-    /// The config for the next handshake.
-    pub fn current(&self) -> Arc<ServerConfig> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
+impl Reloading<TlsSettings> {
     /// When the certificate being served expires (Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
-        let loaded = match self.loaded.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        leaf_not_after(&self.settings, &loaded)
+        self.with_material(|material| leaf_not_after(self.source(), material))
     }
 
     /// The settings the config is loaded from.
     pub fn settings(&self) -> &TlsSettings {
-        &self.settings
-    }
-
-    /// Re-read the files; rebuild and swap the config if they changed and are good.
-    pub fn reload(&self) -> Reload {
-        let material = match Material::read(&self.settings) {
-            Ok(material) => material,
-            Err(error) => return Reload::Rejected(error),
-        };
-        let mut loaded = match self.loaded.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if *loaded == material {
-            return Reload::Unchanged;
-        }
-        match build(&self.settings, &material) {
-            Ok(config) => {
-                let config = Arc::new(config);
-                match self.current.write() {
-                    Ok(mut guard) => *guard = config,
-                    Err(poisoned) => *poisoned.into_inner() = config,
-                }
-                *loaded = material;
-                Reload::Reloaded
-            }
-            Err(error) => Reload::Rejected(error),
-        }
-    }
-
-    /// Poll the files every `interval` until `shutdown` completes, logging each change and
-    /// telling `observe` about every attempt that found changed files (with the expiry of the
-    /// certificate then being served).
-    pub async fn poll(
-        self: Arc<Self>,
-        interval: Duration,
-        observe: impl Fn(&Reload, Option<i64>) + Send,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        tokio::pin!(shutdown);
-        // A rejected set of files is reported once, not on every tick.
-        let mut last_rejection = String::new();
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = ticker.tick() => {}
-            }
-            let this = self.clone();
-            let outcome = tokio::task::spawn_blocking(move || this.reload()).await;
-            if let Ok(reload) = &outcome
-                && !matches!(reload, Reload::Unchanged)
-            {
-                observe(reload, self.not_after());
-            }
-            match outcome {
-                Ok(Reload::Unchanged) => {}
-                Ok(Reload::Reloaded) => {
-                    last_rejection.clear();
-                    tracing::info!(cert = %self.settings.cert.display(), "serving certificate reloaded");
-                }
-                Ok(Reload::Rejected(error)) => {
-                    let text = error.to_string();
-                    if text != last_rejection {
-                        tracing::warn!(%error, "new certificate files rejected; still serving the last good certificate");
-                        last_rejection = text;
-                    }
-                }
-                Err(join_error) => tracing::error!(%join_error, "certificate reload task failed"),
-            }
-        }
+        self.source()
     }
 }

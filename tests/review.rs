@@ -231,12 +231,16 @@ fn cases() -> Vec<Case> {
             "pytorchjob/status-subresource.response.json",
             Reason::Subresource,
         ),
-        // HPA writes /scale as an autoscaling/v1 Scale: another kind, so not governed.
-        allowed(
-            "pytorchjob/scale-subresource.review.json",
-            "pytorchjob/scale-subresource.response.json",
-            Reason::NotGoverned,
-        ),
+        // HPA writes /scale as an autoscaling/v1 Scale of the pytorchjobs resource: judged as
+        // a change of the Worker replicas it maps to, and denied without an exemption.
+        Case {
+            reason: Reason::Scale,
+            ..denied(
+                "pytorchjob/scale-subresource.review.json",
+                "pytorchjob/scale-subresource.response.json",
+                &["spec.pytorchReplicaSpecs.Worker.replicas"],
+            )
+        },
         denied(
             "pytorchjob/dry-run-denied.review.json",
             "pytorchjob/dry-run-denied.response.json",

@@ -137,77 +137,196 @@ pub struct ParsePathError {
     pub problem: &'static str,
 }
 
+/// One step of a [`FieldPattern`]: an exact segment, or `*` for any one key or index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PatternSegment {
+    /// Exactly this key or index.
+    Exact(Segment),
+    /// Any one key or index (`*`).
+    Any,
+}
+
+/// Parse path text; `*` segments are accepted only when `wildcards` is set.
+fn parse_segments(input: &str, wildcards: bool) -> Result<Vec<PatternSegment>, ParsePathError> {
+    let fail = |offset, problem| ParsePathError {
+        input: input.to_owned(),
+        offset,
+        problem,
+    };
+    // A key after `.` (or at the start): an identifier, or `*` in a pattern.
+    let key = |text: &str, offset: usize| -> Result<PatternSegment, ParsePathError> {
+        if text == "*" && wildcards {
+            Ok(PatternSegment::Any)
+        } else if is_plain_identifier(text) {
+            Ok(PatternSegment::Exact(Segment::Key(text.to_owned())))
+        } else if text == "*" {
+            Err(fail(offset, "`*` is only allowed in patterns"))
+        } else {
+            Err(fail(offset, "expected an identifier"))
+        }
+    };
+    let bytes = input.as_bytes();
+    let mut segments = Vec::new();
+    let mut pos = 0;
+    if input.is_empty() {
+        return Err(fail(0, "empty path"));
+    }
+    while pos < bytes.len() {
+        match bytes[pos] {
+            b'[' => {
+                let rest = &input[pos + 1..];
+                if rest.starts_with('"') {
+                    // A quoted key: a JSON string, then `]`.
+                    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+                    let quoted = match stream.next() {
+                        Some(Ok(quoted)) => quoted,
+                        _ => return Err(fail(pos + 1, "unterminated or invalid quoted key")),
+                    };
+                    let end = pos + 1 + stream.byte_offset();
+                    if bytes.get(end) != Some(&b']') {
+                        return Err(fail(end, "expected `]` after quoted key"));
+                    }
+                    segments.push(PatternSegment::Exact(Segment::Key(quoted)));
+                    pos = end + 1;
+                } else {
+                    let close = rest
+                        .find(']')
+                        .ok_or_else(|| fail(pos, "unterminated `[`"))?;
+                    let inner = &rest[..close];
+                    if inner == "*" && wildcards {
+                        segments.push(PatternSegment::Any);
+                    } else if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(fail(pos + 1, "expected a list index or a quoted key"));
+                    } else {
+                        let index = inner
+                            .parse()
+                            .map_err(|_| fail(pos + 1, "list index out of range"))?;
+                        segments.push(PatternSegment::Exact(Segment::Index(index)));
+                    }
+                    pos += close + 2;
+                }
+            }
+            b'.' if !segments.is_empty() => {
+                pos += 1;
+                let len = input[pos..].find(['.', '[']).unwrap_or(input.len() - pos);
+                segments.push(key(&input[pos..pos + len], pos)?);
+                pos += len;
+            }
+            _ if segments.is_empty() => {
+                let len = input.find(['.', '[']).unwrap_or(input.len());
+                segments.push(key(&input[..len], 0)?);
+                pos = len;
+            }
+            _ => return Err(fail(pos, "expected `.` or `[`")),
+        }
+    }
+    Ok(segments)
+}
+
 impl FromStr for FieldPath {
     type Err = ParsePathError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |offset, problem| ParsePathError {
-            input: input.to_owned(),
-            offset,
-            problem,
-        };
-        let bytes = input.as_bytes();
-        let mut segments = Vec::new();
-        let mut pos = 0;
-        if input.is_empty() {
-            return Err(fail(0, "empty path"));
+        let segments = parse_segments(input, false)?
+            .into_iter()
+            .filter_map(|segment| match segment {
+                PatternSegment::Exact(segment) => Some(segment),
+                PatternSegment::Any => None,
+            })
+            .collect();
+        Ok(FieldPath { segments })
+    }
+}
+
+/// A path with `*` wildcards, each standing for exactly one key or index:
+/// `spec.pytorchReplicaSpecs.*.template.metadata.labels`. Written and parsed like
+/// [`FieldPath`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FieldPattern {
+    segments: Vec<PatternSegment>,
+}
+
+impl FieldPattern {
+    /// Whether `path` equals this pattern or lies inside a field it matches.
+    pub fn covers(&self, path: &FieldPath) -> bool {
+        path.segments.len() >= self.segments.len() && self.matches_prefix_of(path)
+    }
+
+    /// Whether `path` is exactly a field this pattern matches.
+    pub fn matches(&self, path: &FieldPath) -> bool {
+        path.segments.len() == self.segments.len() && self.matches_prefix_of(path)
+    }
+
+    fn matches_prefix_of(&self, path: &FieldPath) -> bool {
+        self.segments
+            .iter()
+            .zip(&path.segments)
+            .all(|(pattern, segment)| match pattern {
+                PatternSegment::Any => true,
+                PatternSegment::Exact(exact) => exact == segment,
+            })
+    }
+
+    /// The pattern's segments.
+    pub fn segments(&self) -> &[PatternSegment] {
+        &self.segments
+    }
+}
+
+impl From<FieldPath> for FieldPattern {
+    fn from(path: FieldPath) -> Self {
+        Self {
+            segments: path
+                .segments
+                .into_iter()
+                .map(PatternSegment::Exact)
+                .collect(),
         }
-        while pos < bytes.len() {
-            match bytes[pos] {
-                b'[' => {
-                    let rest = &input[pos + 1..];
-                    if rest.starts_with('"') {
-                        // A quoted key: a JSON string, then `]`.
-                        let mut stream =
-                            serde_json::Deserializer::from_str(rest).into_iter::<String>();
-                        let key = match stream.next() {
-                            Some(Ok(key)) => key,
-                            _ => return Err(fail(pos + 1, "unterminated or invalid quoted key")),
-                        };
-                        let end = pos + 1 + stream.byte_offset();
-                        if bytes.get(end) != Some(&b']') {
-                            return Err(fail(end, "expected `]` after quoted key"));
-                        }
-                        segments.push(Segment::Key(key));
-                        pos = end + 1;
-                    } else {
-                        let close = rest
-                            .find(']')
-                            .ok_or_else(|| fail(pos, "unterminated `[`"))?;
-                        let digits = &rest[..close];
-                        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                            return Err(fail(pos + 1, "expected a list index or a quoted key"));
-                        }
-                        let index = digits
-                            .parse()
-                            .map_err(|_| fail(pos + 1, "list index out of range"))?;
-                        segments.push(Segment::Index(index));
-                        pos += close + 2;
+    }
+}
+
+impl FromStr for FieldPattern {
+    type Err = ParsePathError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        Ok(Self {
+            segments: parse_segments(input, true)?,
+        })
+    }
+}
+
+impl fmt::Display for FieldPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.segments.iter().enumerate() {
+            match segment {
+                PatternSegment::Any if i == 0 => f.write_str("*")?,
+                PatternSegment::Any => f.write_str(".*")?,
+                PatternSegment::Exact(exact) => {
+                    let one = FieldPath {
+                        segments: vec![exact.clone()],
+                    };
+                    let text = one.to_string();
+                    if i > 0 && matches!(exact, Segment::Key(k) if is_plain_identifier(k)) {
+                        f.write_str(".")?;
                     }
+                    f.write_str(&text)?;
                 }
-                b'.' if !segments.is_empty() => {
-                    pos += 1;
-                    let len = input[pos..].find(['.', '[']).unwrap_or(input.len() - pos);
-                    let key = &input[pos..pos + len];
-                    if !is_plain_identifier(key) {
-                        return Err(fail(pos, "expected an identifier after `.`"));
-                    }
-                    segments.push(Segment::Key(key.to_owned()));
-                    pos += len;
-                }
-                _ if segments.is_empty() => {
-                    let len = input.find(['.', '[']).unwrap_or(input.len());
-                    let key = &input[..len];
-                    if !is_plain_identifier(key) {
-                        return Err(fail(0, "expected an identifier"));
-                    }
-                    segments.push(Segment::Key(key.to_owned()));
-                    pos = len;
-                }
-                _ => return Err(fail(pos, "expected `.` or `[`")),
             }
         }
-        Ok(FieldPath { segments })
+        Ok(())
+    }
+}
+
+impl serde::Serialize for FieldPattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FieldPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -286,6 +405,40 @@ mod tests {
         ] {
             assert!(bad.parse::<FieldPath>().is_err(), "{bad:?} must not parse");
         }
+    }
+
+    #[test]
+    fn patterns_match_one_segment_per_star() {
+        let pattern: FieldPattern = "spec.pytorchReplicaSpecs.*.template.metadata.labels"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pattern.to_string(),
+            "spec.pytorchReplicaSpecs.*.template.metadata.labels"
+        );
+        assert!(pattern.covers(&p(
+            "spec.pytorchReplicaSpecs.Worker.template.metadata.labels"
+        )));
+        assert!(pattern.covers(&p(
+            r#"spec.pytorchReplicaSpecs.Master.template.metadata.labels["kueue.x-k8s.io/x"]"#
+        )));
+        assert!(!pattern.covers(&p("spec.pytorchReplicaSpecs.Worker.template.metadata")));
+        assert!(!pattern.covers(&p("spec.pytorchReplicaSpecs.template.metadata.labels.x")));
+        assert!(pattern.matches(&p(
+            "spec.pytorchReplicaSpecs.Worker.template.metadata.labels"
+        )));
+        assert!(!pattern.matches(&p(
+            "spec.pytorchReplicaSpecs.Worker.template.metadata.labels.a"
+        )));
+        let list: FieldPattern = r#"*.containers[*]["a.b"]"#.parse().unwrap();
+        assert_eq!(list.to_string(), r#"*.containers.*["a.b"]"#);
+        assert!(list.covers(&p(r#"x.containers[3]["a.b"].c"#)));
+        assert!(
+            "spec.*".parse::<FieldPath>().is_err(),
+            "no wildcards in paths"
+        );
+        assert!("spec.**".parse::<FieldPattern>().is_err());
+        assert!("spec.a*".parse::<FieldPattern>().is_err());
     }
 
     #[test]

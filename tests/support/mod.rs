@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use pytorchjob_guard::certs::{self, DevCertificates};
 use pytorchjob_guard::metrics::Metrics;
 use pytorchjob_guard::policy::Policy;
-use pytorchjob_guard::server::{self, AppState, Health};
+use pytorchjob_guard::server::{self, AppState, Health, Limits};
 use pytorchjob_guard::tls::{self, MinTlsVersion, Reload, ReloadingConfig, TlsSettings};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
@@ -59,6 +59,8 @@ pub struct Options {
     pub reload_every: Option<Duration>,
     /// Keep serving (unready) this long after shutdown begins.
     pub drain_delay: Duration,
+    /// The server's bounds (the production ones by default).
+    pub limits: Limits,
 }
 
 impl TestServer {
@@ -92,15 +94,18 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
-        let state = AppState::new(Arc::new(Policy::default()), health.clone(), metrics.clone());
+        let state = AppState::new(Arc::new(Policy::default()), health.clone(), metrics.clone())
+            .with_limits(options.limits);
         let (stop, stopped) = oneshot::channel::<()>();
         let (stop_poll, poll_stopped) = oneshot::channel::<()>();
         if let Some(every) = options.reload_every {
-            let observer = metrics.clone();
-            tokio::spawn(tls.clone().poll(
+            let (observer, watched) = (metrics.clone(), tls.clone());
+            tokio::spawn(pytorchjob_guard::reload::poll(
+                tls.clone(),
                 every,
-                move |reload, not_after| {
-                    observer.observe_certificate(matches!(reload, Reload::Reloaded), not_after)
+                move |reload| {
+                    let success = matches!(reload, Reload::Reloaded);
+                    observer.observe_certificate(success, watched.not_after())
                 },
                 async move {
                     let _ = poll_stopped.await;
