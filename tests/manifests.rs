@@ -1795,6 +1795,12 @@ fn the_base_renders() {
         return;
     };
     assert_rendered_as_base_plus(&rendered, &[], &[]);
+    // The rendered policy ConfigMap holds a policy the binary accepts.
+    let [config_map] = rendered.config_maps.as_slice() else {
+        panic!("one ConfigMap: {:?}", rendered.config_maps);
+    };
+    let text = &config_map.data.as_ref().expect("data")["policy.yaml"];
+    pytorchjob_guard::policy::file::parse(text).expect("the rendered policy is valid");
 }
 
 #[test]
