@@ -1,0 +1,171 @@
+//! The leaf diff over pairs of arbitrary JSON values, under the default policy's rules.
+//!
+//! The input is either JSON text — a two-element array `[old, new]`, or an AdmissionReview whose
+//! `request.oldObject` and `request.object` are the pair (so the fixtures seed it) — or, when it
+//! is not JSON, raw bytes that `arbitrary` turns into a value and a mutation of it. Checks: no
+//! panic; a value never differs from itself; the diff is symmetric, sorted and unique; every path
+//! but the root prints and parses back to itself; forbidden paths are changed paths.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use pytorchjob_guard::policy::diff::changed_leaves;
+use pytorchjob_guard::policy::{FieldPath, Policy};
+use serde_json::{Map, Number, Value};
+
+static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
+
+/// Keys that make the policy's paths (updatable, not compared, schema defaults) likely.
+const KEYS: &[&str] = &[
+    "spec",
+    "metadata",
+    "status",
+    "runPolicy",
+    "suspend",
+    "cleanPodPolicy",
+    "ttlSecondsAfterFinished",
+    "labels",
+    "annotations",
+    "deletionTimestamp",
+    "pytorchReplicaSpecs",
+    "Worker",
+    "replicas",
+    "a.b",
+    "\"",
+    "",
+];
+
+const MAX_DEPTH: u32 = 8;
+
+fn key(u: &mut Unstructured) -> Result<String> {
+    if u.ratio(3, 4)? {
+        Ok((*u.choose(KEYS)?).to_owned())
+    } else {
+        u.arbitrary()
+    }
+}
+
+fn value(u: &mut Unstructured, depth: u32) -> Result<Value> {
+    let kinds = if depth >= MAX_DEPTH { 4 } else { 6 };
+    Ok(match u.int_in_range(0..=kinds)? {
+        0 => Value::Null,
+        1 => Value::Bool(u.arbitrary()?),
+        2 => Value::from(u.arbitrary::<i64>()?),
+        3 => Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
+        4 => Value::String(key(u)?),
+        5 => {
+            let len = u.int_in_range(0..=4)?;
+            Value::Array(
+                (0..len)
+                    .map(|_| value(u, depth + 1))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        _ => {
+            let len = u.int_in_range(0..=4)?;
+            let mut map = Map::new();
+            for _ in 0..len {
+                map.insert(key(u)?, value(u, depth + 1)?);
+            }
+            Value::Object(map)
+        }
+    })
+}
+
+/// A copy of `v` with a few subtrees replaced, added or removed.
+fn mutate(u: &mut Unstructured, v: &Value, depth: u32) -> Result<Value> {
+    if u.ratio(1, 6)? {
+        return value(u, depth);
+    }
+    Ok(match v {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, child) in map {
+                match u.int_in_range(0..=5)? {
+                    0 => {}
+                    1 => {
+                        out.insert(k.clone(), mutate(u, child, depth + 1)?);
+                    }
+                    _ => {
+                        out.insert(k.clone(), child.clone());
+                    }
+                }
+            }
+            if depth < MAX_DEPTH && u.ratio(1, 4)? {
+                out.insert(key(u)?, value(u, depth + 1)?);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for child in items {
+                if u.ratio(1, 4)? {
+                    out.push(mutate(u, child, depth + 1)?);
+                } else {
+                    out.push(child.clone());
+                }
+            }
+            if u.ratio(1, 4)? {
+                out.pop();
+            }
+            Value::Array(out)
+        }
+        other => other.clone(),
+    })
+}
+
+fn pair(data: &[u8]) -> Option<(Value, Value)> {
+    if let Ok(json) = serde_json::from_slice::<Value>(data) {
+        return match json {
+            Value::Array(mut two) if two.len() == 2 => {
+                let new = two.pop()?;
+                Some((two.pop()?, new))
+            }
+            review => {
+                let request = review.get("request")?;
+                Some((
+                    request.get("oldObject")?.clone(),
+                    request.get("object")?.clone(),
+                ))
+            }
+        };
+    }
+    let mut u = Unstructured::new(data);
+    let old = value(&mut u, 0).ok()?;
+    let new = mutate(&mut u, &old, 0).ok()?;
+    Some((old, new))
+}
+
+fn check(old: &Value, new: &Value) {
+    assert!(
+        changed_leaves(old, old, &*POLICY).is_empty(),
+        "{old} differs from itself"
+    );
+    let forward = changed_leaves(old, new, &*POLICY);
+    let backward = changed_leaves(new, old, &*POLICY);
+    assert_eq!(forward, backward, "the diff is symmetric: {old} vs {new}");
+    assert!(forward.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+    // The root prints as `<root>`, which is not a field path: it is reported only when a whole
+    // value is a scalar, which never happens to an object kube decoded.
+    for path in forward.iter().filter(|p| !p.is_root()) {
+        let text = path.to_string();
+        let parsed: FieldPath = text
+            .parse()
+            .unwrap_or_else(|e| panic!("{text:?} does not parse back: {e}"));
+        assert_eq!(&parsed, path, "{text:?} parses back to the same path");
+    }
+    let evaluation = POLICY.evaluate(old, new);
+    assert_eq!(evaluation.changed, forward);
+    assert!(evaluation.forbidden.iter().all(|p| forward.contains(p)));
+    if evaluation.being_deleted {
+        assert!(evaluation.forbidden.is_empty());
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Some((old, new)) = pair(data) {
+        check(&old, &new);
+    }
+});

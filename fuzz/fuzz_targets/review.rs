@@ -1,0 +1,41 @@
+//! Decode and decide arbitrary bytes, exactly as `/validate` does after reading the body.
+//!
+//! Never panics, and when an answer comes out it is a well-formed response review that echoes
+//! the request's uid, states the verdict the summary logs, and is the same every time.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use libfuzzer_sys::fuzz_target;
+use pytorchjob_guard::admission::{self, Verdict};
+use pytorchjob_guard::policy::Policy;
+use serde_json::Value;
+
+static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(reviewed) = admission::review(&POLICY, data) else {
+        return;
+    };
+    let response: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
+    assert_eq!(response["kind"], "AdmissionReview");
+    assert!(
+        admission::SUPPORTED_API_VERSIONS.contains(&response["apiVersion"].as_str().unwrap_or("")),
+        "the answer echoes a supported apiVersion: {response}"
+    );
+    assert!(!reviewed.summary.uid.is_empty());
+    assert_eq!(response["response"]["uid"], reviewed.summary.uid.as_str());
+    assert_eq!(
+        response["response"]["allowed"],
+        reviewed.summary.verdict == Verdict::Allowed
+    );
+    assert!(
+        reviewed
+            .summary
+            .forbidden
+            .iter()
+            .all(|path| reviewed.summary.changed.contains(path))
+    );
+    let again = admission::review(&POLICY, data).expect("the same body gets an answer again");
+    assert_eq!(again.body, reviewed.body, "the answer is deterministic");
+});

@@ -1,0 +1,564 @@
+//! Hostile and odd request bodies over real TLS, beyond the bad-input table in `https.rs`.
+//!
+//! Each case gets the right answer quickly (well under [`BOUND`]) and never a 5xx: an HTTP 4xx
+//! with a message that says what is wrong when the body is not an answerable review, or — where
+//! the API server could have sent it (a review with a uid whose object is odd) — an
+//! AdmissionReview that denies the request with the cause, so it reaches kubectl. After each, a
+//! valid review on a new connection still gets the right verdict.
+//!
+//! Decisions recorded here:
+//! - numbers JSON cannot hold as f64 (`1e400`) make the object unreadable: denied with the cause;
+//!   integers beyond 64 bits (`2^70`) are read as f64 and compared by value, as the API server's
+//!   own decoder reads them;
+//! - duplicate keys: in the review's own fields (`uid`, `operation`, …) they are an error
+//!   (`duplicate field`), a 400: the review cannot be answered; inside the objects the last one
+//!   wins, as in Go's `encoding/json` and kube's `ObjectMeta`, and the result is judged like any
+//!   object (the API server never sends duplicates: it writes the JSON itself).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Request, StatusCode};
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every hostile request is answered within this (debug build, 2 cores, tests in parallel).
+const BOUND: Duration = Duration::from_secs(2);
+
+const JSON: Option<&str> = Some("application/json");
+
+/// What a hostile request must get.
+#[derive(Debug)]
+enum Expect {
+    /// An HTTP error with this status whose text contains this message.
+    Rejected(StatusCode, &'static str),
+    /// A response review (HTTP 200) denying the request, its message containing this text.
+    Denied(&'static str),
+    /// A response review denying the request at exactly these fields.
+    DeniedAt(&'static [&'static str]),
+    /// A response review allowing the request.
+    Allowed,
+}
+
+/// A PyTorchJob UPDATE review with `uid` as a JSON value, edited.
+fn review(uid: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut review: Value =
+        serde_json::from_slice(&pytorchjob_update(uid, "admission.k8s.io/v1", |_| {})).unwrap();
+    edit(&mut review);
+    review
+}
+
+fn bytes(review: &Value) -> Vec<u8> {
+    serde_json::to_vec(review).unwrap()
+}
+
+/// The serialized review with each `(from, to)` replaced once, for JSON that serde_json cannot
+/// build: duplicate keys, numbers out of range.
+fn text_edit(review: &Value, edits: &[(&str, &str)]) -> Vec<u8> {
+    let mut text = serde_json::to_string(review).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the review");
+        text = text.replacen(from, to, 1);
+    }
+    text.into_bytes()
+}
+
+fn worker_replicas(review: &mut Value, value: Value) {
+    review["request"]["object"]["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = value;
+}
+
+fn check(name: &str, answer: &Answer, uid: &str, expect: &Expect) {
+    assert!(
+        !answer.status.is_server_error(),
+        "{name}: never a 5xx: {} {}",
+        answer.status,
+        answer.text()
+    );
+    let review_of = |answer: &Answer| -> Value {
+        assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text());
+        assert_eq!(answer.content_type, "application/json", "{name}");
+        let review = answer.json();
+        assert_eq!(review["kind"], "AdmissionReview", "{name}");
+        assert_eq!(review["response"]["uid"], uid, "{name}");
+        review
+    };
+    match expect {
+        Expect::Rejected(status, message) => {
+            assert_eq!(answer.status, *status, "{name}: {}", answer.text());
+            assert!(
+                answer.text().contains(message),
+                "{name}: {:?} lacks {message:?}",
+                answer.text()
+            );
+        }
+        Expect::Denied(message) => {
+            let review = review_of(answer);
+            assert_eq!(review["response"]["allowed"], false, "{name}: {review}");
+            let status = &review["response"]["status"];
+            assert_eq!(status["code"], 400, "{name}");
+            assert_eq!(status["reason"], "BadRequest", "{name}");
+            let text = status["message"].as_str().unwrap();
+            assert!(
+                text.starts_with("PyTorchJob kubeflow/pytorch-simple: "),
+                "{name}: the message names the object: {text}"
+            );
+            assert!(text.contains(message), "{name}: {text:?} lacks {message:?}");
+        }
+        Expect::DeniedAt(fields) => {
+            let review = review_of(answer);
+            assert_eq!(review["response"]["allowed"], false, "{name}: {review}");
+            let causes: Vec<&str> = review["response"]["status"]["details"]["causes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["field"].as_str().unwrap())
+                .collect();
+            assert_eq!(causes, *fields, "{name}");
+        }
+        Expect::Allowed => {
+            let review = review_of(answer);
+            assert_eq!(review["response"]["allowed"], true, "{name}: {review}");
+        }
+    }
+}
+
+/// A valid review on a new connection still gets the right verdict.
+async fn still_serving(server: &TestServer, after: &str) {
+    let uid = format!("uid-after-{after}");
+    let mut h1 = server.http1().await;
+    let answer = send1(
+        &mut h1,
+        post(
+            "/validate",
+            JSON,
+            pytorchjob_update(&uid, "admission.k8s.io/v1", |job| {
+                job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = 9.into()
+            }),
+        ),
+    )
+    .await;
+    check(
+        &format!("after {after}"),
+        &answer,
+        &uid,
+        &Expect::DeniedAt(&["spec.pytorchReplicaSpecs.Worker.replicas"]),
+    );
+}
+
+#[tokio::test]
+async fn odd_bodies_get_the_right_answer_quickly_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let two_to_the_70 = "1180591620717411303424";
+    let two_to_the_71 = "2361183241434822606848";
+    let deep = 100_000;
+    let deep_arrays = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+
+    let cases: Vec<(&str, &str, Vec<u8>, Expect)> = vec![
+        (
+            "UPDATE without oldObject",
+            "u1",
+            bytes(&review("u1", |r| {
+                r["request"].as_object_mut().unwrap().remove("oldObject");
+            })),
+            Expect::Denied("the UPDATE review has no oldObject, so the change cannot be checked"),
+        ),
+        (
+            "UPDATE with a null oldObject",
+            "u2",
+            bytes(&review("u2", |r| r["request"]["oldObject"] = Value::Null)),
+            Expect::Denied("the UPDATE review has no oldObject"),
+        ),
+        (
+            "UPDATE with a null object",
+            "u3",
+            bytes(&review("u3", |r| r["request"]["object"] = Value::Null)),
+            Expect::Denied("the UPDATE review has no object"),
+        ),
+        (
+            "object is an array",
+            "u4",
+            bytes(&review("u4", |r| {
+                r["request"]["object"] = serde_json::json!([1, 2])
+            })),
+            Expect::Denied("the admission request cannot be read: invalid type: sequence"),
+        ),
+        (
+            "object is a number",
+            "u5",
+            bytes(&review("u5", |r| r["request"]["object"] = 42.into())),
+            Expect::Denied("the admission request cannot be read: invalid type: integer `42`"),
+        ),
+        (
+            "oldObject is a boolean",
+            "u6",
+            bytes(&review("u6", |r| r["request"]["oldObject"] = true.into())),
+            Expect::Denied("the admission request cannot be read: invalid type: boolean `true`"),
+        ),
+        (
+            "apiVersion admission.k8s.io/v2",
+            "u7",
+            bytes(&review("u7", |r| {
+                r["apiVersion"] = "admission.k8s.io/v2".into()
+            })),
+            Expect::Rejected(
+                StatusCode::BAD_REQUEST,
+                "unsupported review type \"admission.k8s.io/v2\"/\"AdmissionReview\"",
+            ),
+        ),
+        (
+            "kind AdmissionResponse",
+            "u8",
+            bytes(&review("u8", |r| r["kind"] = "AdmissionResponse".into())),
+            Expect::Rejected(
+                StatusCode::BAD_REQUEST,
+                "unsupported review type \"admission.k8s.io/v1\"/\"AdmissionResponse\"",
+            ),
+        ),
+        (
+            "no apiVersion and kind",
+            "u9",
+            bytes(&review("u9", |r| {
+                let r = r.as_object_mut().unwrap();
+                r.remove("apiVersion");
+                r.remove("kind");
+            })),
+            Expect::Rejected(
+                StatusCode::BAD_REQUEST,
+                "unsupported review type \"\"/\"\": expected kind AdmissionReview",
+            ),
+        ),
+        (
+            "wrong apiVersion with an odd object",
+            "u10",
+            bytes(&review("u10", |r| {
+                r["apiVersion"] = "v1".into();
+                r["request"]["object"] = "odd".into();
+            })),
+            Expect::Rejected(StatusCode::BAD_REQUEST, "unsupported review type \"v1\""),
+        ),
+        (
+            "100,000-deep nested arrays as the body",
+            "",
+            deep_arrays.clone().into_bytes(),
+            // Refused at the first byte: a review is an object.
+            Expect::Rejected(
+                StatusCode::BAD_REQUEST,
+                "not an AdmissionReview: invalid type: sequence",
+            ),
+        ),
+        (
+            "100,000-deep nested arrays under an unknown key of the review",
+            "u10b",
+            text_edit(
+                &review("u10b", |r| r["deep"] = "DEEP".into()),
+                &[("\"DEEP\"", deep_arrays.as_str())],
+            ),
+            // serde_json stops at depth 128 instead of overflowing the stack.
+            Expect::Denied("the admission request cannot be read: recursion limit exceeded"),
+        ),
+        (
+            "100,000-deep nested arrays inside the object",
+            "u11",
+            text_edit(
+                &review("u11", |r| worker_replicas(r, "DEEP".into())),
+                &[("\"DEEP\"", deep_arrays.as_str())],
+            ),
+            Expect::Denied("the admission request cannot be read: recursion limit exceeded"),
+        ),
+        (
+            "a number beyond f64 (1e400) in the object",
+            "u12",
+            text_edit(
+                &review("u12", |r| worker_replicas(r, "HUGE".into())),
+                &[("\"HUGE\"", "1e400")],
+            ),
+            Expect::Denied("the admission request cannot be read: number out of range"),
+        ),
+        (
+            "a negative number beyond f64 (-1e400) in the old object",
+            "u13",
+            text_edit(
+                &review("u13", |r| {
+                    r["request"]["oldObject"]["spec"]["runPolicy"]["backoffLimit"] = "HUGE".into()
+                }),
+                &[("\"HUGE\"", "-1e400")],
+            ),
+            Expect::Denied("number out of range"),
+        ),
+        (
+            "2^64 in a typed int64 field (metadata.generation)",
+            "u14",
+            text_edit(
+                &review("u14", |r| {
+                    r["request"]["object"]["metadata"]["generation"] = "BIG".into()
+                }),
+                &[("\"BIG\"", "18446744073709551616")],
+            ),
+            Expect::Denied("the admission request cannot be read: invalid type: floating point"),
+        ),
+        (
+            "2^70 unchanged on both sides",
+            "u15",
+            text_edit(
+                &review("u15", |r| {
+                    r["request"]["oldObject"]["spec"]["nprocPerNode"] = "OLD".into();
+                    r["request"]["object"]["spec"]["nprocPerNode"] = "NEW".into();
+                }),
+                &[("\"OLD\"", two_to_the_70), ("\"NEW\"", two_to_the_70)],
+            ),
+            Expect::Allowed,
+        ),
+        (
+            "2^70 changed to 2^71",
+            "u16",
+            text_edit(
+                &review("u16", |r| {
+                    r["request"]["oldObject"]["spec"]["nprocPerNode"] = "OLD".into();
+                    r["request"]["object"]["spec"]["nprocPerNode"] = "NEW".into();
+                }),
+                &[("\"OLD\"", two_to_the_70), ("\"NEW\"", two_to_the_71)],
+            ),
+            Expect::DeniedAt(&["spec.nprocPerNode"]),
+        ),
+        (
+            "duplicate uid",
+            "u17",
+            text_edit(
+                &review("u17", |_| {}),
+                &[("\"uid\":\"u17\"", "\"uid\":\"u17\",\"uid\":\"u17-again\"")],
+            ),
+            Expect::Rejected(
+                StatusCode::BAD_REQUEST,
+                "not an AdmissionReview: duplicate field `uid`",
+            ),
+        ),
+        (
+            "duplicate free-form key in the object: the last wins (a change)",
+            "u18",
+            text_edit(
+                &review("u18", |r| worker_replicas(r, "DUP".into())),
+                &[("\"replicas\":\"DUP\"", "\"replicas\":1,\"replicas\":3")],
+            ),
+            Expect::DeniedAt(&["spec.pytorchReplicaSpecs.Worker.replicas"]),
+        ),
+        (
+            "duplicate free-form key in the object: the last wins (no change)",
+            "u19",
+            text_edit(
+                &review("u19", |r| worker_replicas(r, "DUP".into())),
+                &[("\"replicas\":\"DUP\"", "\"replicas\":3,\"replicas\":1")],
+            ),
+            Expect::Allowed,
+        ),
+        (
+            "duplicate metadata.name in the object: the last wins",
+            "u20",
+            text_edit(
+                &review("u20", |r| {
+                    r["request"]["object"]["metadata"]["name"] = "DUP".into()
+                }),
+                &[(
+                    "\"name\":\"DUP\"",
+                    "\"name\":\"pytorch-simple\",\"name\":\"other\"",
+                )],
+            ),
+            Expect::DeniedAt(&["metadata.name"]),
+        ),
+    ];
+    for (name, uid, body, expect) in cases {
+        let mut h1 = server.http1().await;
+        let started = Instant::now();
+        let answer = send1(&mut h1, post("/validate", JSON, body)).await;
+        let took = started.elapsed();
+        check(name, &answer, uid, &expect);
+        assert!(took < BOUND, "{name}: answered in {took:?}");
+        still_serving(&server, name).await;
+    }
+    server.stop().await.unwrap();
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// A POST whose body the test streams: `content_length` declared or none (chunked on HTTP/1.1).
+fn streamed_post(
+    content_length: Option<usize>,
+) -> (
+    http_body_util::channel::Sender<Bytes>,
+    Request<http_body_util::channel::Channel<Bytes>>,
+) {
+    let (tx, body) = http_body_util::channel::Channel::<Bytes>::new(4);
+    let mut request = Request::post("/validate")
+        .header("host", SERVICE_NAME)
+        .header("content-type", "application/json");
+    if let Some(length) = content_length {
+        request = request.header("content-length", length);
+    }
+    (tx, request.body(body).unwrap())
+}
+
+/// Send up to `total` bytes of JSON-ish filler in 64 KiB chunks; stops when the server stops
+/// reading (the 413 closes the stream), so it never blocks the test.
+async fn feed(mut tx: http_body_util::channel::Sender<Bytes>, total: usize) -> usize {
+    let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+    let mut sent = 0;
+    while sent < total {
+        if tx.send_data(chunk.clone()).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    sent
+}
+
+async fn answer_of(
+    response: Result<hyper::Response<hyper::body::Incoming>, hyper::Error>,
+) -> Answer {
+    let response = response.expect("a response, not a broken connection");
+    let status = response.status();
+    let body = tokio::time::timeout(STEP, response.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        content_type: String::new(),
+        body,
+    }
+}
+
+fn assert_too_large(name: &str, answer: &Answer) {
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{name}: {}",
+        answer.text()
+    );
+    assert!(
+        answer
+            .text()
+            .contains("request body too large: the limit is 7340032 bytes"),
+        "{name}: {}",
+        answer.text()
+    );
+}
+
+/// A 20 MiB body that declares its length is refused at once, before it is read.
+#[tokio::test]
+async fn a_20_mib_body_with_content_length_gets_413_before_it_is_sent() {
+    let server = TestServer::start().await;
+    let stream = server
+        .tls_connect(server.client_config(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let (mut tx, request) = streamed_post(Some(20 * MIB));
+    // Only the first 64 KiB are ever sent: the answer cannot depend on reading the rest.
+    tx.send_data(Bytes::from(vec![b' '; 64 * 1024]))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .expect("answered without the body");
+    let answer = answer_of(response).await;
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    assert_too_large("Content-Length 20 MiB", &answer);
+    drop(tx);
+    still_serving(&server, "Content-Length 20 MiB").await;
+    server.stop().await.unwrap();
+}
+
+/// A 20 MiB body without Content-Length (HTTP/1.1 chunked, HTTP/2 DATA frames) is cut off once
+/// the limit is read: 413, the rest is never buffered.
+#[tokio::test]
+async fn a_20_mib_streamed_body_without_length_gets_413_at_the_limit() {
+    let server = TestServer::start().await;
+
+    // HTTP/1.1 chunked, written by hand so the 413 can be read while the body is still going.
+    let stream = server
+        .tls_connect(server.client_config(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let started = Instant::now();
+    let writing = tokio::spawn(async move {
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: {SERVICE_NAME}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let mut chunk = b"10000\r\n".to_vec();
+        chunk.extend_from_slice(&[b' '; 0x10000]);
+        chunk.extend_from_slice(b"\r\n");
+        let mut sent = 0;
+        while sent < 20 * MIB {
+            if writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += 0x10000;
+        }
+        sent
+    });
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(STEP, reader.read_to_end(&mut raw))
+        .await
+        .expect("the server answers and closes");
+    let took = started.elapsed();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 413 "), "{raw}");
+    let answer = Answer {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        content_type: String::new(),
+        body: Bytes::from(raw.split_once("\r\n\r\n").unwrap().1.to_owned()),
+    };
+    assert_too_large("HTTP/1.1 chunked", &answer);
+    let sent = tokio::time::timeout(STEP, writing).await.unwrap().unwrap();
+    assert!(
+        sent < 20 * MIB,
+        "the server stopped reading after {sent} bytes"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    still_serving(&server, "HTTP/1.1 chunked").await;
+
+    // HTTP/2: DATA frames without content-length.
+    let stream = server
+        .tls_connect(server.client_config(&[b"h2"]))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let (tx, request) = streamed_post(None);
+    let feeder = tokio::spawn(feed(tx, 20 * MIB));
+    let started = Instant::now();
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .expect("answered in time");
+    let answer = answer_of(response).await;
+    let took = started.elapsed();
+    assert_too_large("HTTP/2", &answer);
+    let sent = tokio::time::timeout(STEP, feeder)
+        .await
+        .expect("the feeder stops")
+        .unwrap();
+    assert!(
+        sent < 20 * MIB,
+        "the server stopped reading after {sent} bytes"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    still_serving(&server, "HTTP/2").await;
+    server.stop().await.unwrap();
+}
