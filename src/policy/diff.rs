@@ -16,6 +16,11 @@
 //! (`spec.runPolicy.suspend: false` when a `runPolicy` appears), an absent field and its default
 //! value are the same. Pure: no I/O, no allocation beyond the reported paths and one working path.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
 use super::path::FieldPath;
@@ -38,6 +43,97 @@ impl<F: Fn(&FieldPath) -> bool> DiffRules for F {
     }
 }
 
+/// The sorted, de-duplicated leaf paths at which two JSON texts differ under `rules`: the same
+/// answer as [`changed_leaves`] on the parsed values, at a fraction of the cost.
+///
+/// The API server encodes `object` and `oldObject` with the same encoder, so unchanged subtrees
+/// are byte-identical. This walks both texts level by level, skips every pair of subtrees
+/// whose bytes are equal without building them, and parses into [`Value`]s only where bytes
+/// differ and structure does not continue (scalars, type changes, a side that is absent) —
+/// handing those to the same walk [`changed_leaves`] uses, so the semantics (null == absent,
+/// numbers by value, defaults, skipped paths) are one implementation. Texts that differ only
+/// in form (key order, number spelling) descend to the scalars and compare equal there.
+pub fn changed_leaves_raw(
+    old: &RawValue,
+    new: &RawValue,
+    rules: &dyn DiffRules,
+) -> Result<Vec<FieldPath>, serde_json::Error> {
+    let mut walk = Walk {
+        rules,
+        path: FieldPath::root(),
+        changed: Vec::new(),
+    };
+    walk.compare_raw(Some(old), Some(new))?;
+    walk.changed.sort();
+    walk.changed.dedup();
+    Ok(walk.changed)
+}
+
+/// The members of a JSON object as borrowed raw texts; a repeated key keeps its last value,
+/// as [`Value`] does.
+struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawMembers<'a> {
+    /// The members sorted by key, a repeated key keeping its last value.
+    fn sorted(mut self) -> Vec<(Cow<'a, str>, &'a RawValue)> {
+        self.0.reverse();
+        // Stable: among equal keys the last occurrence now comes first, and dedup keeps it.
+        self.0.sort_by(|x, y| x.0.cmp(&y.0));
+        self.0.dedup_by(|later, kept| later.0 == kept.0);
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
+                    members.push((key.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+struct BorrowedKey<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl<'de> Visitor<'de> for Key {
+            type Value = BorrowedKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(key.to_owned())))
+            }
+            fn visit_string<E>(self, key: String) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(key)))
+            }
+        }
+        deserializer.deserialize_str(Key)
+    }
+}
+
+/// What a raw text holds, from its first byte.
+fn shape(raw: &RawValue) -> u8 {
+    raw.get().as_bytes().first().copied().unwrap_or(b'n')
+}
+
 /// The sorted, de-duplicated leaf paths at which `old` and `new` differ under `rules`.
 pub fn changed_leaves(old: &Value, new: &Value, rules: &dyn DiffRules) -> Vec<FieldPath> {
     let mut walk = Walk {
@@ -58,6 +154,71 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    /// [`Walk::compare`] over raw texts (`None`: absent), parsing only where bytes differ.
+    fn compare_raw(
+        &mut self,
+        old: Option<&RawValue>,
+        new: Option<&RawValue>,
+    ) -> Result<(), serde_json::Error> {
+        if !self.path.is_root() && self.rules.skip(&self.path) {
+            return Ok(());
+        }
+        if let (Some(a), Some(b)) = (old, new) {
+            if a.get() == b.get() {
+                return Ok(());
+            }
+            match (shape(a), shape(b)) {
+                (b'{', b'{') => {
+                    let a = serde_json::from_str::<RawMembers<'_>>(a.get())?.sorted();
+                    let b = serde_json::from_str::<RawMembers<'_>>(b.get())?.sorted();
+                    // Both sorted by key: walk them together.
+                    let (mut i, mut j) = (0, 0);
+                    while i < a.len() || j < b.len() {
+                        let order = match (a.get(i), b.get(j)) {
+                            (Some(x), Some(y)) => x.0.cmp(&y.0),
+                            (Some(_), None) => std::cmp::Ordering::Less,
+                            _ => std::cmp::Ordering::Greater,
+                        };
+                        let (key, old, new) = match order {
+                            std::cmp::Ordering::Less => (&a[i].0, Some(a[i].1), None),
+                            std::cmp::Ordering::Greater => (&b[j].0, None, Some(b[j].1)),
+                            std::cmp::Ordering::Equal => (&a[i].0, Some(a[i].1), Some(b[j].1)),
+                        };
+                        self.path.push_key(key);
+                        self.compare_raw(old, new)?;
+                        self.path.pop();
+                        if order.is_le() {
+                            i += 1;
+                        }
+                        if order.is_ge() {
+                            j += 1;
+                        }
+                    }
+                    return Ok(());
+                }
+                (b'[', b'[') => {
+                    let a: Vec<&RawValue> = serde_json::from_str(a.get())?;
+                    let b: Vec<&RawValue> = serde_json::from_str(b.get())?;
+                    for index in 0..a.len().max(b.len()) {
+                        self.path.push_index(index);
+                        self.compare_raw(a.get(index).copied(), b.get(index).copied())?;
+                        self.path.pop();
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        // Scalars, a type change, or one side absent: parse what is there and compare values.
+        let parse = |raw: Option<&RawValue>| match raw {
+            Some(raw) => serde_json::from_str::<Value>(raw.get()),
+            None => Ok(Value::Null),
+        };
+        let (old, new) = (parse(old)?, parse(new)?);
+        self.compare(&old, &new);
+        Ok(())
+    }
+
     fn compare<'v>(&mut self, mut old: &'v Value, mut new: &'v Value)
     where
         'a: 'v,
@@ -318,6 +479,64 @@ mod tests {
             ),
             ["runPolicy.suspend"]
         );
+    }
+
+    /// Both diffs on the same texts.
+    fn both(old: &str, new: &str) -> (Vec<FieldPath>, Vec<FieldPath>) {
+        let rules = |p: &FieldPath| p.to_string() == "status";
+        let full = changed_leaves(
+            &serde_json::from_str(old).unwrap(),
+            &serde_json::from_str(new).unwrap(),
+            &rules,
+        );
+        let raw = changed_leaves_raw(
+            &serde_json::from_str::<Box<RawValue>>(old).unwrap(),
+            &serde_json::from_str::<Box<RawValue>>(new).unwrap(),
+            &rules,
+        )
+        .unwrap();
+        (full, raw)
+    }
+
+    #[test]
+    fn the_raw_diff_agrees_with_the_full_diff() {
+        let cases = [
+            (
+                r#"{"a":1,"b":{"c":[1,2,3]}}"#,
+                r#"{"a":1,"b":{"c":[1,2,3]}}"#,
+            ),
+            (r#"{"a":1,"b":{"c":[1,2,3]}}"#, r#"{"b":{"c":[1,2]},"a":1}"#),
+            (
+                r#"{"a":1.0,"b":{"x":"y","z":null}}"#,
+                r#"{"b": {"x": "y"}, "a": 1}"#,
+            ),
+            (r#"{"a":{"b":1}}"#, r#"{"a":"s"}"#),
+            (
+                r#"{"a":[{"n":"x","v":"1"},{"n":"y"}]}"#,
+                r#"{"a":[{"v":"2","n":"x"}]}"#,
+            ),
+            (
+                r#"{"status":{"a":1},"k":{}}"#,
+                r#"{"status":{"a":2},"k":[]}"#,
+            ),
+            (r#"{"d":1,"d":2}"#, r#"{"d":2}"#),
+            (r#"{"d":2}"#, r#"{"d":1,"d":3}"#),
+            (r#"{"a.b":1}"#, r#"{"a.b":2}"#),
+            (r#"[1,{"a":2}]"#, r#"{"a":2}"#),
+            (r#"{}"#, r#"{"new":{"deep":[true,{"x":null}]}}"#),
+        ];
+        for (old, new) in cases {
+            let (full, raw) = both(old, new);
+            assert_eq!(raw, full, "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn the_raw_diff_reports_a_scalar_becoming_a_list_at_every_leaf() {
+        let (full, raw) = both(r#"{"a":1}"#, r#"{"a":[1,2]}"#);
+        let shown: Vec<String> = raw.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["a", "a[0]", "a[1]"]);
+        assert_eq!(raw, full);
     }
 
     #[test]
