@@ -1,0 +1,154 @@
+//! Decode + decide, without the network: `cargo bench --bench decision`.
+//!
+//! Groups, each over the reviews of `support/reviews.rs` (small allow and deny, a ~460 KB job
+//! with one annotation added, and the same job with hundreds of forbidden changes):
+//!
+//! | group | what is timed |
+//! | --- | --- |
+//! | `review` | [`admission::review`]: bytes in, response bytes out — what `/validate` pays per request |
+//! | `decode_kube` | the typed decode alone (`AdmissionReview<DynamicObject>`), the first step of `review` |
+//! | `decide` | [`admission::decide`] on a decoded request: `to_value` of both objects, evaluate, build the response |
+//! | `diff` | [`diff::changed_leaves`] on pre-parsed `Value`s |
+//! | `evaluate` | [`Policy::evaluate`] on pre-parsed `Value`s (diff + forbidden filter) |
+//! | `value_baseline` | `serde_json::from_slice::<Value>` of the same bytes: calibration, one full generic parse |
+//!
+//! Throughput is reported in review bytes per second for every group, so rows compare directly.
+//! Criterion's flags still apply (`cargo bench --bench decision -- review/large`,
+//! `--measurement-time 10`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use pytorchjob_guard::admission::{self, Verdict};
+use pytorchjob_guard::policy::{Policy, diff};
+use serde_json::Value;
+
+#[path = "support/reviews.rs"]
+mod reviews;
+
+/// A benchmark review, checked to get the verdict its name promises.
+struct Case {
+    name: &'static str,
+    bytes: Vec<u8>,
+    old: Value,
+    new: Value,
+}
+
+fn cases(policy: &Policy) -> Vec<Case> {
+    reviews::all()
+        .into_iter()
+        .map(|(name, bytes)| {
+            let reviewed = admission::review(policy, &bytes).expect("the review is answerable");
+            let summary = &reviewed.summary;
+            match name {
+                "small-allow" | "large" => {
+                    assert_eq!(summary.verdict, Verdict::Allowed, "{name}");
+                    assert!(!summary.changed.is_empty(), "{name} changes something");
+                }
+                "small-deny" => {
+                    assert_eq!(summary.verdict, Verdict::Denied, "{name}");
+                    assert_eq!(summary.forbidden.len(), 1, "{name}");
+                }
+                _ => {
+                    assert_eq!(summary.verdict, Verdict::Denied, "{name}");
+                    assert!(summary.forbidden.len() >= 200, "{name} is deny-heavy");
+                }
+            }
+            let review: Value = serde_json::from_slice(&bytes).expect("the review is JSON");
+            eprintln!(
+                "{name}: {} bytes, {} changed, {} forbidden",
+                bytes.len(),
+                summary.changed.len(),
+                summary.forbidden.len()
+            );
+            Case {
+                name,
+                old: review["request"]["oldObject"].clone(),
+                new: review["request"]["object"].clone(),
+                bytes,
+            }
+        })
+        .collect()
+}
+
+fn decode(bytes: &[u8]) -> AdmissionRequest<DynamicObject> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(bytes).expect("the review decodes");
+    review.try_into().expect("the review has a request")
+}
+
+fn benches(c: &mut Criterion) {
+    let policy = Policy::default();
+    let cases = cases(&policy);
+
+    let mut group = c.benchmark_group("review");
+    for case in &cases {
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
+            b.iter(|| admission::review(&policy, black_box(&case.bytes)).expect("answerable"));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("decode_kube");
+    for case in &cases {
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
+            b.iter(|| {
+                serde_json::from_slice::<AdmissionReview<DynamicObject>>(black_box(&case.bytes))
+                    .expect("decodes")
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("decide");
+    for case in &cases {
+        let request = decode(&case.bytes);
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), &request, |b, r| {
+            b.iter(|| admission::decide(&policy, black_box(r)));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("diff");
+    for case in &cases {
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
+            b.iter(|| diff::changed_leaves(black_box(&case.old), black_box(&case.new), &policy));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("evaluate");
+    for case in &cases {
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
+            b.iter(|| policy.evaluate(black_box(&case.old), black_box(&case.new)));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("value_baseline");
+    for case in &cases {
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
+            b.iter(|| serde_json::from_slice::<Value>(black_box(&case.bytes)).expect("JSON"));
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = decision;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = benches
+}
+criterion_main!(decision);
