@@ -6,8 +6,9 @@
 //! | group | what is timed |
 //! | --- | --- |
 //! | `review` | [`admission::review`]: bytes in, response bytes out — what `/validate` pays per request |
-//! | `decode_kube` | the typed decode alone (`AdmissionReview<DynamicObject>`), the first step of `review` |
-//! | `decide` | [`admission::decide`] on a decoded request: `to_value` of both objects, evaluate, build the response |
+//! | `decode` | [`admission::decode`] alone: the envelope, with the objects kept as raw JSON |
+//! | `decide` | [`admission::decide`] on a decoded request: the raw diff, evaluate, build the response |
+//! | `diff_raw` | [`diff::changed_leaves_of_objects`] on the decoded objects (members as raw JSON) |
 //! | `diff` | [`diff::changed_leaves`] on pre-parsed `Value`s |
 //! | `evaluate` | [`Policy::evaluate`] on pre-parsed `Value`s (diff + forbidden filter) |
 //! | `value_baseline` | `serde_json::from_slice::<Value>` of the same bytes: calibration, one full generic parse |
@@ -20,8 +21,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use pytorchjob_guard::admission::{self, Verdict};
 use pytorchjob_guard::policy::{Policy, diff};
 use serde_json::Value;
@@ -74,12 +73,6 @@ fn cases(policy: &Policy) -> Vec<Case> {
         .collect()
 }
 
-fn decode(bytes: &[u8]) -> AdmissionRequest<DynamicObject> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(bytes).expect("the review decodes");
-    review.try_into().expect("the review has a request")
-}
-
 fn benches(c: &mut Criterion) {
     let policy = Policy::default();
     let cases = cases(&policy);
@@ -93,25 +86,43 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
-    let mut group = c.benchmark_group("decode_kube");
+    let mut group = c.benchmark_group("decode");
     for case in &cases {
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
-            b.iter(|| {
-                serde_json::from_slice::<AdmissionReview<DynamicObject>>(black_box(&case.bytes))
-                    .expect("decodes")
-            });
+            b.iter(|| admission::decode(black_box(&case.bytes)).expect("decodes"));
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("decide");
     for case in &cases {
-        let request = decode(&case.bytes);
+        let request = admission::decode(&case.bytes).expect("decodes");
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), &request, |b, r| {
             b.iter(|| admission::decide(&policy, black_box(r)));
         });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("diff_raw");
+    for case in &cases {
+        let request = admission::decode(&case.bytes).expect("decodes");
+        let (old, new) = (
+            request.old_object.as_ref().expect("old"),
+            request.object.as_ref().expect("new"),
+        );
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(case.name),
+            &(old, new),
+            |b, (old, new)| {
+                b.iter(|| {
+                    diff::changed_leaves_of_objects(black_box(old), black_box(new), &policy)
+                        .expect("valid")
+                });
+            },
+        );
     }
     group.finish();
 

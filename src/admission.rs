@@ -1,21 +1,28 @@
 //! Glue between the API server's `AdmissionReview` and the decision core.
 //!
 //! [`review`] is the one code path behind every front door — the `/validate` route, the
-//! `review` command and the `check` command — so they cannot disagree. It decodes the body with
-//! kube's admission types (through `AdmissionReview::try_into`, so the response echoes the
-//! request's `admission.k8s.io/v1` or `v1beta1`), asks [`Policy`] about governed UPDATEs, and
-//! builds the response review: allowed, or denied with `code: 400`, `reason: BadRequest`, a
-//! message that names every offending field, and one `details.causes` entry per field.
+//! `review`, `check` and `replay` commands — so they cannot disagree. It decodes the body once
+//! into [`Request`]: the envelope's fields in kube's and k8s-openapi's types (operation, kinds,
+//! resource, `userInfo`), and `object` / `oldObject` as borrowed raw JSON that the decision
+//! core diffs without building trees for what did not change. It asks [`Policy`] about
+//! governed UPDATEs and builds the response with kube's `AdmissionResponse`, echoing the
+//! request's `admission.k8s.io/v1` or `v1beta1`: allowed, or denied with `code: 400`,
+//! `reason: BadRequest`, a message that names every offending field, and one `details.causes`
+//! entry per field.
 //!
 //! No I/O and no async: bytes in, bytes out, plus a [`Summary`] for logs and metrics.
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
-use kube::core::{DynamicObject, TypeMeta};
+use kube::core::{GroupVersionKind, GroupVersionResource, TypeMeta};
 use serde::Deserialize;
+use serde::de::{Error as _, Unexpected};
 use serde_json::Value;
 
-use crate::policy::{Evaluation, FieldPath, MAX_CAUSES, Policy, Requester, diff, list_paths};
+use crate::policy::{
+    Evaluation, FieldPath, MAX_CAUSES, Policy, RawObject, Requester, diff, list_paths,
+};
 
 /// Paths listed in a warning (kubectl prints warnings whole; the API asks for ≤ 120 chars).
 const MAX_PATHS_IN_WARNING: usize = 4;
@@ -152,19 +159,75 @@ pub struct Reviewed {
     pub summary: Summary,
 }
 
+/// An AdmissionReview as the API server sends it, decoded in one pass.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow, default)]
+    request: Option<Request<'a>>,
+}
+
+/// The request of an AdmissionReview: what is decided on. The objects stay raw JSON borrowed
+/// from the body; everything else is read into kube's and k8s-openapi's types.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request<'a> {
+    /// The API server's id for this call, echoed in the response.
+    pub uid: String,
+    /// The kind of the object (after `matchPolicy: Equivalent` conversion).
+    pub kind: GroupVersionKind,
+    /// The resource being requested (`pytorchjobs`).
+    pub resource: GroupVersionResource,
+    /// The subresource (`status`, `scale`), if any.
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    /// The object's name.
+    #[serde(default)]
+    pub name: String,
+    /// The object's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// CREATE, UPDATE, DELETE or CONNECT.
+    pub operation: Operation,
+    /// Who sent the request.
+    pub user_info: UserInfo,
+    /// The object after the update, read one level deep (members as raw JSON).
+    #[serde(borrow, default)]
+    pub object: Option<RawObject<'a>>,
+    /// The object before the update, read one level deep (members as raw JSON).
+    #[serde(borrow, default)]
+    pub old_object: Option<RawObject<'a>>,
+    /// A dry run gets the same decision.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The review's `apiVersion`, echoed in the response.
+    #[serde(skip)]
+    pub api_version: String,
+}
+
+/// Decode an AdmissionReview's request, borrowing its objects from `body`.
+pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+    check_type(&envelope.api_version, &envelope.kind)?;
+    let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(ReviewError::EmptyUid);
+    }
+    request.api_version = envelope.api_version;
+    Ok(request)
+}
+
 /// Decode an AdmissionReview, decide it under `policy`, and serialize the response review.
 pub fn review(policy: &Policy, body: &[u8]) -> Result<Reviewed, ReviewError> {
-    let (response, summary) = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
-        Ok(review) => {
-            check_type(&review.types)?;
-            let request: AdmissionRequest<DynamicObject> =
-                review.try_into().map_err(|_| ReviewError::MissingRequest)?;
-            if request.uid.is_empty() {
-                return Err(ReviewError::EmptyUid);
-            }
-            decide(policy, &request)
-        }
-        Err(typed_error) => answer_undecodable(policy, body, &typed_error)?,
+    let (response, summary) = match decode(body) {
+        Ok(request) => decide(policy, &request),
+        Err(ReviewError::Malformed(error)) => answer_undecodable(policy, body, &error)?,
+        Err(other) => return Err(other),
     };
     // Through a `Value` (whose maps are sorted) so the bytes are deterministic: kube keeps
     // auditAnnotations in a HashMap.
@@ -174,15 +237,26 @@ pub fn review(policy: &Policy, body: &[u8]) -> Result<Reviewed, ReviewError> {
     Ok(Reviewed { body, summary })
 }
 
-fn check_type(types: &TypeMeta) -> Result<(), ReviewError> {
-    if types.kind == "AdmissionReview"
-        && SUPPORTED_API_VERSIONS.contains(&types.api_version.as_str())
-    {
+/// An allowing response to the request `uid` of a review of `api_version`.
+fn response_to(api_version: &str, uid: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.types = TypeMeta {
+        api_version: api_version.to_owned(),
+        kind: "AdmissionReview".to_owned(),
+    };
+    response.uid = uid.to_owned();
+    response.allowed = true;
+    response.result = Default::default();
+    response
+}
+
+fn check_type(api_version: &str, kind: &str) -> Result<(), ReviewError> {
+    if kind == "AdmissionReview" && SUPPORTED_API_VERSIONS.contains(&api_version) {
         Ok(())
     } else {
         Err(ReviewError::UnsupportedType {
-            api_version: types.api_version.clone(),
-            kind: types.kind.clone(),
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
         })
     }
 }
@@ -197,10 +271,7 @@ fn operation_name(operation: &Operation) -> &'static str {
 }
 
 /// Decide a decoded request: the heart of [`review`].
-pub fn decide(
-    policy: &Policy,
-    request: &AdmissionRequest<DynamicObject>,
-) -> (AdmissionResponse, Summary) {
+pub fn decide(policy: &Policy, request: &Request<'_>) -> (AdmissionResponse, Summary) {
     let kind = &request.kind;
     let subresource = request.sub_resource.clone().unwrap_or_default();
     let mut summary = Summary {
@@ -219,7 +290,7 @@ pub fn decide(
         exempted: Vec::new(),
         exemptions_used: Vec::new(),
     };
-    let response = AdmissionResponse::from(request);
+    let response = response_to(&request.api_version, &request.uid);
     // The main resource is named by its kind; a subresource request carries another kind
     // (`autoscaling/v1 Scale`) and is matched by the resource it belongs to.
     let governed = if subresource.is_empty() {
@@ -255,7 +326,7 @@ pub fn decide(
 }
 
 /// Who sent the request, for exemptions.
-fn requester(request: &AdmissionRequest<DynamicObject>) -> Requester<'_> {
+fn requester<'r>(request: &'r Request<'_>) -> Requester<'r> {
     Requester {
         username: request.user_info.username.as_deref().unwrap_or_default(),
         groups: request.user_info.groups.as_deref().unwrap_or_default(),
@@ -265,7 +336,7 @@ fn requester(request: &AdmissionRequest<DynamicObject>) -> Requester<'_> {
 /// A governed UPDATE of the main resource: diff the objects.
 fn decide_update(
     policy: &Policy,
-    request: &AdmissionRequest<DynamicObject>,
+    request: &Request<'_>,
     subject: &str,
     response: AdmissionResponse,
     mut summary: Summary,
@@ -281,21 +352,32 @@ fn decide_update(
         );
         return undecidable(response, summary, message);
     };
-    let (old, new) = match (serde_json::to_value(old), serde_json::to_value(new)) {
-        (Ok(old), Ok(new)) => (old, new),
-        (Err(e), _) | (_, Err(e)) => {
-            let message = format!("{subject}: the object cannot be read: {e}");
+    for (side, object) in [("oldObject", old), ("object", new)] {
+        if let RawObject::Other(value) = object {
+            let error = serde_json::Error::invalid_type(unexpected(value), &"a JSON object");
+            let message =
+                format!("{subject}: the admission request cannot be read: {side}: {error}");
+            return undecidable(response, summary, message);
+        }
+    }
+    let evaluation = match policy.evaluate_objects(old, new, &requester(request)) {
+        Ok(evaluation) => evaluation,
+        Err(error) => {
+            let message = format!("{subject}: the admission request cannot be read: {error}");
             return undecidable(response, summary, message);
         }
     };
-    let evaluation = policy.evaluate_as(&old, &new, &requester(request));
     if evaluation.being_deleted {
         summary.reason = Reason::BeingDeleted;
     }
-    let uid = new
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let uid = if evaluation.forbidden.is_empty() {
+        String::new()
+    } else {
+        new.pointer(&["metadata", "uid"])
+            .and_then(|uid| serde_json::from_str::<String>(uid.get()).ok())
+            .unwrap_or_default()
+    };
+    let uid = uid.as_str();
     conclude(policy, request, subject, uid, evaluation, response, summary)
 }
 
@@ -303,7 +385,7 @@ fn decide_update(
 /// CRD maps `Scale.spec.replicas` to, under the same policy and exemptions.
 fn decide_scale(
     policy: &Policy,
-    request: &AdmissionRequest<DynamicObject>,
+    request: &Request<'_>,
     replicas_path: &FieldPath,
     subject: &str,
     response: AdmissionResponse,
@@ -315,11 +397,10 @@ fn decide_scale(
         );
         return undecidable(response, summary, message);
     };
-    let replicas = |scale: &DynamicObject| {
+    let replicas = |scale: &RawObject<'_>| -> Value {
         scale
-            .data
-            .pointer("/spec/replicas")
-            .cloned()
+            .pointer(&["spec", "replicas"])
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
             .unwrap_or(Value::Null)
     };
     let unchanged =
@@ -331,7 +412,10 @@ fn decide_scale(
     };
     summary.reason = Reason::Scale;
     let evaluation = policy.judge(changed, &requester(request), false);
-    let uid = old.metadata.uid.as_deref().unwrap_or_default().to_owned();
+    let uid = old
+        .pointer(&["metadata", "uid"])
+        .and_then(|uid| serde_json::from_str::<String>(uid.get()).ok())
+        .unwrap_or_default();
     conclude(
         policy, request, subject, &uid, evaluation, response, summary,
     )
@@ -352,7 +436,7 @@ fn undecidable(
 /// needed), or denied with a message and one cause per forbidden field.
 fn conclude(
     policy: &Policy,
-    request: &AdmissionRequest<DynamicObject>,
+    request: &Request<'_>,
     subject: &str,
     uid: &str,
     evaluation: Evaluation,
@@ -439,7 +523,7 @@ fn truncate(text: String, max: usize) -> String {
 }
 
 /// `PyTorchJob kube-test/pytorch-test`, as the message names the object.
-fn subject(kind: &str, request: &AdmissionRequest<DynamicObject>) -> String {
+fn subject(kind: &str, request: &Request<'_>) -> String {
     match request.namespace.as_deref() {
         Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{}", request.name),
         _ => format!("{kind} {}", request.name),
@@ -507,14 +591,11 @@ struct LooseKind {
 fn answer_undecodable(
     policy: &Policy,
     body: &[u8],
-    typed_error: &serde_json::Error,
+    typed_error: &str,
 ) -> Result<(AdmissionResponse, Summary), ReviewError> {
-    let malformed = || ReviewError::Malformed(typed_error.to_string());
+    let malformed = || ReviewError::Malformed(typed_error.to_owned());
     let loose: LooseReview = serde_json::from_slice(body).map_err(|_| malformed())?;
-    check_type(&TypeMeta {
-        api_version: loose.api_version.clone(),
-        kind: loose.kind.clone(),
-    })?;
+    check_type(&loose.api_version, &loose.kind)?;
     let request = loose.request.ok_or(ReviewError::MissingRequest)?;
     let uid = request
         .uid
@@ -524,14 +605,7 @@ fn answer_undecodable(
         group: String::new(),
         kind: String::new(),
     });
-    let mut response = AdmissionResponse::invalid("");
-    response.types = TypeMeta {
-        api_version: loose.api_version,
-        kind: loose.kind,
-    };
-    response.uid = uid.clone();
-    response.allowed = true;
-    response.result = Default::default();
+    let mut response = response_to(&loose.api_version, &uid);
     let name = request.name.unwrap_or_default();
     let namespace = request.namespace.unwrap_or_default();
     let operation = match request.operation.as_deref() {
@@ -579,4 +653,21 @@ fn answer_undecodable(
         response = annotate(response, &summary);
     }
     Ok((response, summary))
+}
+
+/// How serde names a value it did not expect.
+fn unexpected(value: &Value) -> Unexpected<'_> {
+    match value {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Unexpected::Unsigned(u),
+            (_, Some(i), _) => Unexpected::Signed(i),
+            (_, _, Some(f)) => Unexpected::Float(f),
+            _ => Unexpected::Other("number"),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
 }

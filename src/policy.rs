@@ -18,6 +18,7 @@ pub mod path;
 
 use serde_json::Value;
 
+pub use diff::RawObject;
 pub use path::{FieldPath, FieldPattern, ParsePathError, PatternSegment, Segment};
 
 /// The most offending paths a denial message lists; the rest are counted. kubectl prints the
@@ -293,6 +294,27 @@ impl Policy {
             .is_null();
         let changed = diff::changed_leaves(old, new, self);
         self.judge(changed, requester, being_deleted)
+    }
+
+    /// [`Policy::evaluate_as`] on the objects as a review carries them (read one level deep,
+    /// members as raw JSON): the same evaluation, without building what did not change (see
+    /// [`diff::changed_leaves_raw`]). Fails only on JSON it has to read and cannot (numbers
+    /// beyond f64, nesting beyond 128 levels).
+    pub fn evaluate_objects(
+        &self,
+        old: &RawObject<'_>,
+        new: &RawObject<'_>,
+        requester: &Requester<'_>,
+    ) -> Result<Evaluation, serde_json::Error> {
+        // Most old objects are not being deleted: a byte search spares parsing their metadata.
+        let being_deleted = old
+            .get("metadata")
+            .is_some_and(|metadata| metadata.get().contains("\"deletionTimestamp\""))
+            && old
+                .pointer(&["metadata", "deletionTimestamp"])
+                .is_some_and(|at| at.get() != "null");
+        let changed = diff::changed_leaves_of_objects(old, new, self)?;
+        Ok(self.judge(changed, requester, being_deleted))
     }
 
     /// Judge a set of changed leaves (sorted) sent by `requester`.

@@ -18,8 +18,11 @@ use proptest::prelude::*;
 use pytorchjob_guard::admission::{self, Verdict};
 use pytorchjob_guard::policy::{
     DEFAULT_NOT_COMPARED, DEFAULT_SCHEMA_DEFAULTS, DEFAULT_UPDATABLE, FieldPath, Policy, Segment,
+    diff,
 };
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::path::Path;
 
 static REVIEW: LazyLock<Value> = LazyLock::new(|| {
     let text = include_str!("fixtures/pytorchjob/image.review.json");
@@ -461,4 +464,83 @@ fn same_tree(a: &Value, b: &Value) -> bool {
         }
         (a, b) => same(a, b),
     }
+}
+
+/// The raw fast path and the full-tree diff, on two JSON texts.
+fn raw_and_full(old_text: &str, new_text: &str) -> (Vec<FieldPath>, Vec<FieldPath>) {
+    let policy = Policy::default();
+    let old_raw: Box<RawValue> = serde_json::from_str(old_text).unwrap();
+    let new_raw: Box<RawValue> = serde_json::from_str(new_text).unwrap();
+    let raw = diff::changed_leaves_raw(&old_raw, &new_raw, &policy).expect("valid JSON");
+    let full = diff::changed_leaves(
+        &serde_json::from_str(old_text).unwrap(),
+        &serde_json::from_str(new_text).unwrap(),
+        &policy,
+    );
+    (raw, full)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Speed never changes a verdict: the raw walk (which skips byte-identical subtrees) names
+    /// exactly the leaves the full-tree diff names, whatever the key order and number form of
+    /// either text.
+    #[test]
+    fn the_raw_fast_path_agrees_with_the_full_tree_diff(
+        frozen in prop::collection::vec(frozen_change(), 0..3),
+        free in prop::collection::vec(free_change(), 0..3),
+        added in prop::collection::vec(frozen_addition(), 0..2),
+        seed_old in any::<u64>(),
+        seed_new in any::<u64>(),
+    ) {
+        let old = old_job();
+        let mut changes = frozen;
+        changes.extend(free);
+        changes.extend(added);
+        let new = apply(&old, &changes);
+        let any_path = |_: &[String]| true;
+        // Byte-identical texts where unchanged (as the API server writes) ...
+        let (raw, full) = raw_and_full(&serde_json::to_string(&old).unwrap(), &serde_json::to_string(&new).unwrap());
+        prop_assert_eq!(raw, full);
+        // ... and texts that differ in form everywhere.
+        let (raw, full) = raw_and_full(&shuffled_text(&old, seed_old, &any_path), &shuffled_text(&new, seed_new, &any_path));
+        prop_assert_eq!(raw, full);
+    }
+
+    #[test]
+    fn the_raw_fast_path_agrees_on_arbitrary_json(old in any_json(), new in any_json(), seed in any::<u64>()) {
+        let any_path = |_: &[String]| true;
+        let (raw, full) = raw_and_full(&serde_json::to_string(&old).unwrap(), &shuffled_text(&new, seed, &any_path));
+        prop_assert_eq!(raw, full);
+    }
+}
+
+/// Every fixture review: the raw fast path and the full-tree diff name the same leaves.
+#[test]
+fn the_raw_fast_path_agrees_on_every_fixture() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorchjob");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".review.json") {
+            continue;
+        }
+        let review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let (old, new) = (
+            &review["request"]["oldObject"],
+            &review["request"]["object"],
+        );
+        if !old.is_object() || !new.is_object() {
+            continue;
+        }
+        let (raw, full) = raw_and_full(&old.to_string(), &new.to_string());
+        assert_eq!(raw, full, "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} fixtures with two objects");
 }

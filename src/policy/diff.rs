@@ -69,6 +69,115 @@ pub fn changed_leaves_raw(
     Ok(walk.changed)
 }
 
+/// A JSON object read one level deep: its members as raw texts, sorted by key (a repeated key
+/// keeps its last value). What a review's `object` and `oldObject` are decoded into, so the
+/// walk starts without scanning them again. Anything but an object is kept as its [`Value`],
+/// for the message that says so.
+#[derive(Debug)]
+pub enum RawObject<'a> {
+    /// A JSON object's members.
+    Members(Vec<(Cow<'a, str>, &'a RawValue)>),
+    /// Not a JSON object.
+    Other(Value),
+}
+
+impl<'a> RawObject<'a> {
+    /// The members (none when not an object).
+    pub fn members(&self) -> &[(Cow<'a, str>, &'a RawValue)] {
+        match self {
+            RawObject::Members(members) => members,
+            RawObject::Other(_) => &[],
+        }
+    }
+
+    /// The raw text of a top-level member.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        match self {
+            RawObject::Members(members) => members
+                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+                .ok()
+                .map(|at| members[at].1),
+            RawObject::Other(_) => None,
+        }
+    }
+
+    /// The raw text at `keys` (at least one) below the top level.
+    pub fn pointer(&self, keys: &[&str]) -> Option<&'a RawValue> {
+        let (first, rest) = keys.split_first()?;
+        raw_pointer(self.get(first)?, rest)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
+                    members.push((key.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawObject::Members(RawMembers(members).sorted()))
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Self::Value, S::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Value>()? {
+                    items.push(item);
+                }
+                Ok(RawObject::Other(Value::Array(items)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawObject::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawObject::Other(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawObject::Other(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(RawObject::Other(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawObject::Other(Value::String(v.to_owned())))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(RawObject::Other(Value::Null))
+            }
+        }
+        deserializer.deserialize_any(Object)
+    }
+}
+
+/// [`changed_leaves_raw`] on two objects already read one level deep (both must be objects:
+/// `Other` has no members and compares as an empty object).
+pub fn changed_leaves_of_objects(
+    old: &RawObject<'_>,
+    new: &RawObject<'_>,
+    rules: &dyn DiffRules,
+) -> Result<Vec<FieldPath>, serde_json::Error> {
+    let mut walk = Walk {
+        rules,
+        path: FieldPath::root(),
+        changed: Vec::new(),
+    };
+    walk.compare_members(old.members(), new.members())?;
+    walk.changed.sort();
+    walk.changed.dedup();
+    Ok(walk.changed)
+}
+
+/// How deep the raw walk descends before it parses the rest: far below any real object's depth
+/// (a PyTorchJob's deepest fields are about 20 levels down).
+pub const MAX_RAW_DEPTH: usize = 32;
+
 /// The members of a JSON object as borrowed raw texts; a repeated key keeps its last value,
 /// as [`Value`] does.
 struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
@@ -129,6 +238,20 @@ impl<'de> Deserialize<'de> for BorrowedKey<'de> {
     }
 }
 
+/// The raw text at `keys` inside a raw JSON object (`None` when a step is missing, is not an
+/// object, or the text does not parse): one level parsed per key, nothing else built.
+pub fn raw_pointer<'a>(raw: &'a RawValue, keys: &[&str]) -> Option<&'a RawValue> {
+    let mut at = raw;
+    for key in keys {
+        if shape(at) != b'{' {
+            return None;
+        }
+        let members: RawMembers<'a> = serde_json::from_str(at.get()).ok()?;
+        at = members.0.iter().rev().find(|(k, _)| k == key)?.1;
+    }
+    Some(at)
+}
+
 /// What a raw text holds, from its first byte.
 fn shape(raw: &RawValue) -> u8 {
     raw.get().as_bytes().first().copied().unwrap_or(b'n')
@@ -154,6 +277,38 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    /// Compare two objects' members, each sorted by key with unique keys.
+    fn compare_members(
+        &mut self,
+        a: &[(Cow<'_, str>, &RawValue)],
+        b: &[(Cow<'_, str>, &RawValue)],
+    ) -> Result<(), serde_json::Error> {
+        // Both sorted by key: walk them together.
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let order = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let (key, old, new) = match order {
+                std::cmp::Ordering::Less => (&a[i].0, Some(a[i].1), None),
+                std::cmp::Ordering::Greater => (&b[j].0, None, Some(b[j].1)),
+                std::cmp::Ordering::Equal => (&a[i].0, Some(a[i].1), Some(b[j].1)),
+            };
+            self.path.push_key(key);
+            self.compare_raw(old, new)?;
+            self.path.pop();
+            if order.is_le() {
+                i += 1;
+            }
+            if order.is_ge() {
+                j += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// [`Walk::compare`] over raw texts (`None`: absent), parsing only where bytes differ.
     fn compare_raw(
         &mut self,
@@ -167,34 +322,16 @@ impl<'a> Walk<'a> {
             if a.get() == b.get() {
                 return Ok(());
             }
+            // Each level re-scans its subtree; below MAX_RAW_DEPTH the parsed walk takes over
+            // (with serde_json's own nesting limit), so hostile nesting costs no more than
+            // MAX_RAW_DEPTH scans of the body.
+            let deep = self.path.segments().len() >= MAX_RAW_DEPTH;
             match (shape(a), shape(b)) {
+                _ if deep => {}
                 (b'{', b'{') => {
                     let a = serde_json::from_str::<RawMembers<'_>>(a.get())?.sorted();
                     let b = serde_json::from_str::<RawMembers<'_>>(b.get())?.sorted();
-                    // Both sorted by key: walk them together.
-                    let (mut i, mut j) = (0, 0);
-                    while i < a.len() || j < b.len() {
-                        let order = match (a.get(i), b.get(j)) {
-                            (Some(x), Some(y)) => x.0.cmp(&y.0),
-                            (Some(_), None) => std::cmp::Ordering::Less,
-                            _ => std::cmp::Ordering::Greater,
-                        };
-                        let (key, old, new) = match order {
-                            std::cmp::Ordering::Less => (&a[i].0, Some(a[i].1), None),
-                            std::cmp::Ordering::Greater => (&b[j].0, None, Some(b[j].1)),
-                            std::cmp::Ordering::Equal => (&a[i].0, Some(a[i].1), Some(b[j].1)),
-                        };
-                        self.path.push_key(key);
-                        self.compare_raw(old, new)?;
-                        self.path.pop();
-                        if order.is_le() {
-                            i += 1;
-                        }
-                        if order.is_ge() {
-                            j += 1;
-                        }
-                    }
-                    return Ok(());
+                    return self.compare_members(&a, &b);
                 }
                 (b'[', b'[') => {
                     let a: Vec<&RawValue> = serde_json::from_str(a.get())?;
