@@ -34,20 +34,20 @@ pub enum VerdictLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
     /// CREATE, UPDATE, DELETE, CONNECT or unknown.
-    pub operation: String,
+    pub operation: &'static str,
     /// A governed kind (`PyTorchJob`), `other`, or `unknown`.
     pub kind: String,
     /// allowed, denied or error.
     pub verdict: VerdictLabel,
     /// `true` or `false`.
-    pub dry_run: String,
+    pub dry_run: bool,
 }
 
 /// Labels of `pytorchjob_guard_http_request_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// `/validate`, `/healthz`, `/readyz` or `other`.
-    pub route: String,
+    pub route: &'static str,
     /// The HTTP status code.
     pub code: u16,
 }
@@ -85,7 +85,7 @@ pub struct RejectLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FieldGroupLabels {
     /// A top-level field group such as `spec.pytorchReplicaSpecs`, from a fixed list.
-    pub group: String,
+    pub group: &'static str,
 }
 
 /// Labels of `pytorchjob_guard_reloads_total`.
@@ -127,26 +127,30 @@ const KNOWN_FIELD_GROUPS: &[&str] = &[
     "kind",
 ];
 
-/// The bounded group a denied path is counted under.
-pub fn field_group(path: &FieldPath) -> String {
-    let keys: Vec<&str> = path
-        .segments()
-        .iter()
-        .take(2)
-        .map(|s| match s {
-            Segment::Key(k) => k.as_str(),
-            Segment::Index(_) => "[]",
-        })
-        .collect();
-    let two = keys.join(".");
-    if KNOWN_FIELD_GROUPS.contains(&two.as_str()) {
-        return two;
+/// The bounded group a denied path is counted under: one of [`KNOWN_FIELD_GROUPS`], or
+/// `spec.other`, `metadata.other`, `other`.
+pub fn field_group(path: &FieldPath) -> &'static str {
+    let key = |i: usize| match path.segments().get(i) {
+        Some(Segment::Key(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    let (first, second) = (key(0), key(1));
+    let known = |name: &str| KNOWN_FIELD_GROUPS.iter().copied().find(|g| *g == name);
+    if let (Some(first), Some(second)) = (first, second)
+        && let Some(group) = KNOWN_FIELD_GROUPS
+            .iter()
+            .copied()
+            .find(|g| g.split_once('.') == Some((first, second)))
+    {
+        return group;
     }
-    match keys.first() {
-        Some(first) if KNOWN_FIELD_GROUPS.contains(first) => (*first).to_owned(),
-        Some(&"spec") => "spec.other".to_owned(),
-        Some(&"metadata") => "metadata.other".to_owned(),
-        _ => "other".to_owned(),
+    match first {
+        Some(first) => known(first).unwrap_or(match first {
+            "spec" => "spec.other",
+            "metadata" => "metadata.other",
+            _ => "other",
+        }),
+        None => "other",
     }
 }
 
@@ -290,10 +294,10 @@ impl Metrics {
         };
         self.reviews
             .get_or_create(&ReviewLabels {
-                operation: operation.to_owned(),
+                operation,
                 kind,
                 verdict,
-                dry_run: summary.dry_run.to_string(),
+                dry_run: summary.dry_run,
             })
             .inc();
         self.review_duration.observe(seconds);
@@ -312,10 +316,10 @@ impl Metrics {
         if reason == RejectReason::malformed_review {
             self.reviews
                 .get_or_create(&ReviewLabels {
-                    operation: "unknown".to_owned(),
+                    operation: "unknown",
                     kind: "unknown".to_owned(),
                     verdict: VerdictLabel::error,
-                    dry_run: "false".to_owned(),
+                    dry_run: false,
                 })
                 .inc();
         }
@@ -326,17 +330,20 @@ impl Metrics {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
-    /// Record one HTTP request's duration.
-    pub fn observe_http(&self, path: &str, code: u16, seconds: f64) {
-        let route = match path {
-            "/validate" | "/healthz" | "/readyz" => path,
+    /// The route label of a request path: one of the routes, or `other`.
+    pub fn route_of(path: &str) -> &'static str {
+        match path {
+            "/validate" => "/validate",
+            "/healthz" => "/healthz",
+            "/readyz" => "/readyz",
             _ => "other",
-        };
+        }
+    }
+
+    /// Record one HTTP request's duration (`route` from [`Metrics::route_of`]).
+    pub fn observe_http(&self, route: &'static str, code: u16, seconds: f64) {
         self.http_duration
-            .get_or_create(&HttpLabels {
-                route: route.to_owned(),
-                code,
-            })
+            .get_or_create(&HttpLabels { route, code })
             .observe(seconds);
     }
 

@@ -244,10 +244,10 @@ impl Drop for InFlight {
 async fn observe_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let _in_flight = InFlight::start(&state);
     let started = Instant::now();
-    let path = request.uri().path().to_owned();
+    let route = Metrics::route_of(request.uri().path());
     let response = next.run(request).await;
     state.metrics.observe_http(
-        &path,
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -458,7 +458,7 @@ async fn review_request(
 
 /// One event per decision: who asked what, and the verdict. Never object contents.
 pub fn log_decision(s: &Summary) {
-    let denied: Vec<String> = s.forbidden.iter().map(ToString::to_string).collect();
+    // Field values are only evaluated when the event is enabled: no formatting when INFO is off.
     tracing::info!(
         uid = %s.uid,
         operation = s.operation,
@@ -469,7 +469,7 @@ pub fn log_decision(s: &Summary) {
         dry_run = s.dry_run,
         verdict = s.verdict.as_str(),
         reason = s.reason.as_str(),
-        denied = ?denied,
+        denied = ?s.forbidden.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "admission review"
     );
 }
