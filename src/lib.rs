@@ -12,7 +12,7 @@
 //! | [`reload`] | the polling reload loop, `Reloading<Source>` keeping the last good value, the policy store | the files it is given |
 //! | [`tls`] | PEM → rustls `ServerConfig` (ring, ALPN h2 + http/1.1, client CA), reload keeping the last good | the certificate files |
 //! | [`metrics`] | Prometheus registry (passed in, no globals), bounded label sets | nothing |
-//! | [`server`] | axum routes, bounded bodies, HTTP/1.1 + HTTP/2 over TLS, metrics listener, graceful shutdown | the listeners it is given |
+//! | [`server`] | axum routes and handlers, bounded bodies, one error type → 4xx, health; its `listener` runs HTTP/1.1 + HTTP/2 over TLS with bounded connections, the metrics listener and graceful shutdown | the listeners it is given |
 //! | [`telemetry`] | the `tracing` subscriber | stderr |
 //! | [`cli`] | clap commands `serve` / `review` / `check` / `certs` and their exit codes | all of the above |
 #![forbid(unsafe_code)]
