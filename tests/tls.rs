@@ -300,3 +300,26 @@ async fn tls_versions_follow_the_minimum() {
     );
     strict.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn plain_http_on_the_webhook_port_gets_nothing_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /validate HTTP/1.1\r\nHost: pytorchjob-guard\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    // The server answers a non-TLS first byte with at most a TLS alert, then closes.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(STEP, tcp.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection is closed, not left hanging");
+    assert!(!answer.starts_with(b"HTTP/"), "no HTTP answer in plaintext: {answer:?}");
+    if let Some(&content_type) = answer.first() {
+        assert_eq!(content_type, 0x15, "only a TLS alert record: {answer:?}");
+    }
+    // And the port still serves TLS.
+    assert_eq!(healthz_over_new_connection(&server, &server.certs.ca_pem.clone()).await, Ok(StatusCode::OK));
+    server.stop().await.unwrap();
+}
