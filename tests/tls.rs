@@ -315,11 +315,17 @@ async fn plain_http_on_the_webhook_port_gets_nothing_usable() {
     let mut answer = Vec::new();
     let read = tokio::time::timeout(STEP, tcp.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the connection is closed, not left hanging");
-    assert!(!answer.starts_with(b"HTTP/"), "no HTTP answer in plaintext: {answer:?}");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "no HTTP answer in plaintext: {answer:?}"
+    );
     if let Some(&content_type) = answer.first() {
         assert_eq!(content_type, 0x15, "only a TLS alert record: {answer:?}");
     }
     // And the port still serves TLS.
-    assert_eq!(healthz_over_new_connection(&server, &server.certs.ca_pem.clone()).await, Ok(StatusCode::OK));
+    assert_eq!(
+        healthz_over_new_connection(&server, &server.certs.ca_pem.clone()).await,
+        Ok(StatusCode::OK)
+    );
     server.stop().await.unwrap();
 }

@@ -116,12 +116,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON value")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut members = Vec::new();
-                while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
-                    members.push((key.0, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(RawObject::Members(RawMembers(members).sorted()))
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                Ok(RawObject::Members(read_members(map)?.sorted()))
             }
             fn visit_seq<S: serde::de::SeqAccess<'de>>(
                 self,
@@ -193,6 +189,15 @@ impl<'a> RawMembers<'a> {
     }
 }
 
+/// Read a JSON object's members, keys borrowed where they can be, values as raw texts.
+fn read_members<'de, M: MapAccess<'de>>(mut map: M) -> Result<RawMembers<'de>, M::Error> {
+    let mut members = Vec::new();
+    while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
+        members.push((key.0, map.next_value::<&'de RawValue>()?));
+    }
+    Ok(RawMembers(members))
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Members;
@@ -201,12 +206,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut members = Vec::new();
-                while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
-                    members.push((key.0, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(RawMembers(members))
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                read_members(map)
             }
         }
         deserializer.deserialize_map(Members)

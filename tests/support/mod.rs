@@ -289,16 +289,23 @@ pub async fn read(response: hyper::Response<hyper::body::Incoming>) -> Answer {
     }
 }
 
+/// Wait (bounded) for a response and read it whole.
+pub async fn answer_of(
+    sent: impl std::future::Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+) -> Answer {
+    let response = tokio::time::timeout(STEP, sent)
+        .await
+        .expect("answer in time")
+        .expect("response");
+    read(response).await
+}
+
 /// Send over HTTP/1.1 and read the answer.
 pub async fn send1(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
 ) -> Answer {
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .expect("answer in time")
-        .expect("response");
-    read(response).await
+    answer_of(sender.send_request(request)).await
 }
 
 /// Send over HTTP/2 and read the answer.
@@ -306,11 +313,7 @@ pub async fn send2(
     sender: &mut http2::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
 ) -> Answer {
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .expect("answer in time")
-        .expect("response");
-    read(response).await
+    answer_of(sender.send_request(request)).await
 }
 
 /// A PyTorchJob UPDATE review as the API server sends it; `edit` changes the new object.
@@ -445,6 +448,13 @@ impl TestServer {
 }
 
 impl SlowReview {
+    /// Wait for the answer without sending the rest of the body (the client stalls).
+    pub async fn answer_without_finishing(self) -> Answer {
+        let _still_open = self.tx;
+        let response = self.response.await.unwrap().unwrap();
+        read(response).await
+    }
+
     /// Send the rest of the body and read the answer.
     pub async fn finish(mut self) -> Answer {
         self.tx.send_data(Bytes::from(self.rest)).await.unwrap();
