@@ -4,15 +4,17 @@
 //! `request.oldObject` and `request.object` are the pair (so the fixtures seed it) — or, when it
 //! is not JSON, raw bytes that `arbitrary` turns into a value and a mutation of it. Checks: no
 //! panic; a value never differs from itself; the diff is symmetric, sorted and unique; every path
-//! but the root prints and parses back to itself; forbidden paths are changed paths.
+//! but the root prints and parses back to itself; forbidden paths are changed paths; the raw
+//! fast path on the values' JSON texts names exactly the same leaves.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pytorchjob_guard::policy::diff::changed_leaves;
+use pytorchjob_guard::policy::diff::{changed_leaves, changed_leaves_raw};
 use pytorchjob_guard::policy::{FieldPath, Policy};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
@@ -156,6 +158,14 @@ fn check(old: &Value, new: &Value) {
             .unwrap_or_else(|e| panic!("{text:?} does not parse back: {e}"));
         assert_eq!(&parsed, path, "{text:?} parses back to the same path");
     }
+    // The raw fast path (what the server runs) names exactly the same leaves, on texts that are
+    // byte-identical where the values are equal (as the API server writes them).
+    let text = |v: &Value| serde_json::to_string(v).expect("a Value serializes");
+    let raw = |t: &str| serde_json::from_str::<Box<RawValue>>(t).expect("valid JSON");
+    let (old_text, new_text) = (text(old), text(new));
+    let fast = changed_leaves_raw(&raw(&old_text), &raw(&new_text), &*POLICY)
+        .expect("serde_json reads back what it wrote");
+    assert_eq!(fast, forward, "the raw fast path agrees: {old} vs {new}");
     let evaluation = POLICY.evaluate(old, new);
     assert_eq!(evaluation.changed, forward);
     assert!(evaluation.forbidden.iter().all(|p| forward.contains(p)));
