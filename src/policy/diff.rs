@@ -662,6 +662,15 @@ mod tests {
             (r#"{"a.b":1}"#, r#"{"a.b":2}"#),
             (r#"[1,{"a":2}]"#, r#"{"a":2}"#),
             (r#"{}"#, r#"{"new":{"deep":[true,{"x":null}]}}"#),
+            // Strings holding quotes, backslashes and brackets; pretty-printed text.
+            (
+                r#"{"s":"a\"b","t":"c\\","u":"{[","v":[1,"]",{"w":"}"}]}"#,
+                "{ \"s\" : \"a\\\"b\" ,\n \"t\":\"c\\\\\",\t\"u\":\"{[x\", \"v\" : [ 1 , \"]\" , { \"w\" : \"}\" } ] }",
+            ),
+            (
+                r#"{"n":[1e3,-0.5,2E-2],"e":{},"a":[]}"#,
+                r#"{"n":[1000,-0.5,0.02],"e":{ },"a":[ ]}"#,
+            ),
         ];
         for (old, new) in cases {
             let (full, raw) = both(old, new);
