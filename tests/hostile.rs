@@ -21,7 +21,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 use support::*;
@@ -442,23 +441,6 @@ async fn feed(mut tx: http_body_util::channel::Sender<Bytes>, total: usize) -> u
     sent
 }
 
-async fn answer_of(
-    response: Result<hyper::Response<hyper::body::Incoming>, hyper::Error>,
-) -> Answer {
-    let response = response.expect("a response, not a broken connection");
-    let status = response.status();
-    let body = tokio::time::timeout(STEP, response.into_body().collect())
-        .await
-        .expect("body in time")
-        .expect("body")
-        .to_bytes();
-    Answer {
-        status,
-        content_type: String::new(),
-        body,
-    }
-}
-
 fn assert_too_large(name: &str, answer: &Answer) {
     assert_eq!(
         answer.status,
@@ -497,7 +479,7 @@ async fn a_20_mib_body_with_content_length_gets_413_before_it_is_sent() {
     let response = tokio::time::timeout(STEP, sender.send_request(request))
         .await
         .expect("answered without the body");
-    let answer = answer_of(response).await;
+    let answer = read(response.expect("a response, not a broken connection")).await;
     assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
     assert_too_large("Content-Length 20 MiB", &answer);
     drop(tx);
@@ -574,7 +556,7 @@ async fn a_20_mib_streamed_body_without_length_gets_413_at_the_limit() {
     let response = tokio::time::timeout(STEP, sender.send_request(request))
         .await
         .expect("answered in time");
-    let answer = answer_of(response).await;
+    let answer = read(response.expect("a response, not a broken connection")).await;
     let took = started.elapsed();
     assert_too_large("HTTP/2", &answer);
     let sent = tokio::time::timeout(STEP, feeder)

@@ -201,6 +201,12 @@ async fn call_with_identity(
     Ok(response.status())
 }
 
+/// Call the server presenting a certificate for `name` signed by `pki`.
+async fn call_as(server: &TestServer, pki: &ClientPki, name: &str) -> Result<StatusCode, String> {
+    let (chain, key) = pki.client(name);
+    call_with_identity(server, Some((&chain, &key))).await
+}
+
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = ClientPki::new();
@@ -213,17 +219,13 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         call_with_identity(&server, None).await.is_err(),
         "no client certificate → refused"
     );
-    let (chain, key) = pki.client("kube-apiserver");
     assert_eq!(
-        call_with_identity(&server, Some((&chain, &key))).await,
+        call_as(&server, &pki, "kube-apiserver").await,
         Ok(StatusCode::OK)
     );
     let stranger = ClientPki::new();
-    let (chain, key) = stranger.client("kube-apiserver");
     assert!(
-        call_with_identity(&server, Some((&chain, &key)))
-            .await
-            .is_err(),
+        call_as(&server, &stranger, "kube-apiserver").await.is_err(),
         "another CA → refused"
     );
     server.stop().await.unwrap();
@@ -238,14 +240,12 @@ async fn client_name_accepts_only_that_name() {
         ..Options::default()
     })
     .await;
-    let (chain, key) = pki.client("kube-apiserver");
     assert_eq!(
-        call_with_identity(&server, Some((&chain, &key))).await,
+        call_as(&server, &pki, "kube-apiserver").await,
         Ok(StatusCode::OK)
     );
-    let (chain, key) = pki.client("system:anonymous-ish");
     assert!(
-        call_with_identity(&server, Some((&chain, &key)))
+        call_as(&server, &pki, "system:anonymous-ish")
             .await
             .is_err(),
         "wrong name → refused"

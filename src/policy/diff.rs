@@ -117,7 +117,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
                 f.write_str("a JSON value")
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                Ok(RawObject::Members(read_members(map)?.sorted()))
+                Ok(RawObject::Members(read_members(map)?))
             }
             fn visit_seq<S: serde::de::SeqAccess<'de>>(
                 self,
@@ -174,44 +174,20 @@ pub fn changed_leaves_of_objects(
 /// (a PyTorchJob's deepest fields are about 20 levels down).
 pub const MAX_RAW_DEPTH: usize = 32;
 
-/// The members of a JSON object as borrowed raw texts; a repeated key keeps its last value,
-/// as [`Value`] does.
-struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> RawMembers<'a> {
-    /// The members sorted by key, a repeated key keeping its last value.
-    fn sorted(mut self) -> Vec<(Cow<'a, str>, &'a RawValue)> {
-        self.0.reverse();
-        // Stable: among equal keys the last occurrence now comes first, and dedup keeps it.
-        self.0.sort_by(|x, y| x.0.cmp(&y.0));
-        self.0.dedup_by(|later, kept| later.0 == kept.0);
-        self.0
-    }
-}
-
-/// Read a JSON object's members, keys borrowed where they can be, values as raw texts.
-fn read_members<'de, M: MapAccess<'de>>(mut map: M) -> Result<RawMembers<'de>, M::Error> {
+/// Read a JSON object's members, keys borrowed where they can be, values as raw texts, sorted
+/// by key; a repeated key keeps its last value, as [`Value`] does.
+fn read_members<'de, M: MapAccess<'de>>(
+    mut map: M,
+) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, M::Error> {
     let mut members = Vec::new();
     while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
         members.push((key.0, map.next_value::<&'de RawValue>()?));
     }
-    Ok(RawMembers(members))
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> Visitor<'de> for Members {
-            type Value = RawMembers<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                read_members(map)
-            }
-        }
-        deserializer.deserialize_map(Members)
-    }
+    members.reverse();
+    // Stable: among equal keys the last occurrence now comes first, and dedup keeps it.
+    members.sort_by(|x, y| x.0.cmp(&y.0));
+    members.dedup_by(|later, kept| later.0 == kept.0);
+    Ok(members)
 }
 
 /// An object key, borrowed from the text unless it has escapes.
@@ -247,8 +223,8 @@ pub fn raw_pointer<'a>(raw: &'a RawValue, keys: &[&str]) -> Option<&'a RawValue>
         if shape(at) != b'{' {
             return None;
         }
-        let members: RawMembers<'a> = serde_json::from_str(at.get()).ok()?;
-        at = members.0.iter().rev().find(|(k, _)| k == key)?.1;
+        let object: RawObject<'a> = serde_json::from_str(at.get()).ok()?;
+        at = object.get(key)?;
     }
     Some(at)
 }
@@ -330,9 +306,9 @@ impl<'a> Walk<'a> {
             match (shape(a), shape(b)) {
                 _ if deep => {}
                 (b'{', b'{') => {
-                    let a = serde_json::from_str::<RawMembers<'_>>(a.get())?.sorted();
-                    let b = serde_json::from_str::<RawMembers<'_>>(b.get())?.sorted();
-                    return self.compare_members(&a, &b);
+                    let a: RawObject<'_> = serde_json::from_str(a.get())?;
+                    let b: RawObject<'_> = serde_json::from_str(b.get())?;
+                    return self.compare_members(a.members(), b.members());
                 }
                 (b'[', b'[') => {
                     let a: Vec<&RawValue> = serde_json::from_str(a.get())?;
