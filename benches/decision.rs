@@ -6,11 +6,11 @@
 //! | group | what is timed |
 //! | --- | --- |
 //! | `review` | [`admission::review`]: bytes in, response bytes out — what `/validate` pays per request |
-//! | `decode` | [`admission::decode`] alone: the envelope, with the objects kept as raw JSON |
-//! | `decide` | [`admission::decide`] on a decoded request: the raw diff, evaluate, build the response |
-//! | `diff_raw` | [`diff::changed_leaves_of_objects`] on the decoded objects (members as raw JSON) |
-//! | `diff` | [`diff::changed_leaves`] on pre-parsed `Value`s |
-//! | `evaluate` | [`Policy::evaluate`] on pre-parsed `Value`s (diff + forbidden filter) |
+//! | `decode` | [`request::decode`] alone: the envelope, with the objects kept as raw JSON |
+//! | `decide` | [`decision::decide`] on a decoded request: the raw diff and the policy's judgement |
+//! | `render` | [`response::render`] of a decision: the response bytes |
+//! | `diff` | [`diff::changed_leaves`] on the decoded objects (members as raw JSON): production's diff |
+//! | `oracle_diff` | [`oracle::changed_leaves`] on pre-parsed `Value`s: the whole-tree diff it is checked against |
 //! | `value_baseline` | `serde_json::from_slice::<Value>` of the same bytes: calibration, one full generic parse |
 //!
 //! Throughput is reported in review bytes per second for every group, so rows compare directly.
@@ -21,8 +21,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pytorchjob_guard::admission::{self, Verdict};
-use pytorchjob_guard::policy::{Policy, diff};
+use pytorchjob_guard::admission::{self, Verdict, decision, request, response};
+use pytorchjob_guard::policy::{Policy, diff, oracle};
 use serde_json::Value;
 
 #[path = "support/reviews.rs"]
@@ -41,27 +41,27 @@ fn cases(policy: &Policy) -> Vec<Case> {
         .into_iter()
         .map(|(name, bytes)| {
             let reviewed = admission::review(policy, &bytes).expect("the review is answerable");
-            let summary = &reviewed.summary;
+            let (verdict, outcome) = (reviewed.decision.verdict(), &reviewed.decision.outcome);
             match name {
                 "small-allow" | "large" => {
-                    assert_eq!(summary.verdict, Verdict::Allowed, "{name}");
-                    assert!(!summary.changed.is_empty(), "{name} changes something");
+                    assert_eq!(verdict, Verdict::Allowed, "{name}");
+                    assert!(!outcome.changed().is_empty(), "{name} changes something");
                 }
                 "small-deny" => {
-                    assert_eq!(summary.verdict, Verdict::Denied, "{name}");
-                    assert_eq!(summary.forbidden.len(), 1, "{name}");
+                    assert_eq!(verdict, Verdict::Denied, "{name}");
+                    assert_eq!(outcome.forbidden().len(), 1, "{name}");
                 }
                 _ => {
-                    assert_eq!(summary.verdict, Verdict::Denied, "{name}");
-                    assert!(summary.forbidden.len() >= 200, "{name} is deny-heavy");
+                    assert_eq!(verdict, Verdict::Denied, "{name}");
+                    assert!(outcome.forbidden().len() >= 200, "{name} is deny-heavy");
                 }
             }
             let review: Value = serde_json::from_slice(&bytes).expect("the review is JSON");
             eprintln!(
                 "{name}: {} bytes, {} changed, {} forbidden",
                 bytes.len(),
-                summary.changed.len(),
-                summary.forbidden.len()
+                outcome.changed().len(),
+                outcome.forbidden().len()
             );
             Case {
                 name,
@@ -90,24 +90,35 @@ fn benches(c: &mut Criterion) {
     for case in &cases {
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
-            b.iter(|| admission::decode(black_box(&case.bytes)).expect("decodes"));
+            b.iter(|| request::decode(black_box(&case.bytes)).expect("decodes"));
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("decide");
     for case in &cases {
-        let request = admission::decode(&case.bytes).expect("decodes");
+        let request = request::decode(&case.bytes).expect("decodes");
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), &request, |b, r| {
-            b.iter(|| admission::decide(&policy, black_box(r)));
+            b.iter(|| decision::decide(&policy, black_box(r)));
         });
     }
     group.finish();
 
-    let mut group = c.benchmark_group("diff_raw");
+    let mut group = c.benchmark_group("render");
     for case in &cases {
-        let request = admission::decode(&case.bytes).expect("decodes");
+        let request = request::decode(&case.bytes).expect("decodes");
+        let decided = decision::decide(&policy, &request);
+        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(case.name), &decided, |b, d| {
+            b.iter(|| response::render(black_box(d), &policy).expect("encodes"));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("diff");
+    for case in &cases {
+        let request = request::decode(&case.bytes).expect("decodes");
         let (old, new) = (
             request.old_object.as_ref().expect("old"),
             request.object.as_ref().expect("new"),
@@ -118,28 +129,18 @@ fn benches(c: &mut Criterion) {
             &(old, new),
             |b, (old, new)| {
                 b.iter(|| {
-                    diff::changed_leaves_of_objects(black_box(old), black_box(new), &policy)
-                        .expect("valid")
+                    diff::changed_leaves(black_box(old), black_box(new), &policy).expect("valid")
                 });
             },
         );
     }
     group.finish();
 
-    let mut group = c.benchmark_group("diff");
+    let mut group = c.benchmark_group("oracle_diff");
     for case in &cases {
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
-            b.iter(|| diff::changed_leaves(black_box(&case.old), black_box(&case.new), &policy));
-        });
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("evaluate");
-    for case in &cases {
-        group.throughput(Throughput::Bytes(case.bytes.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
-            b.iter(|| policy.evaluate(black_box(&case.old), black_box(&case.new)));
+            b.iter(|| oracle::changed_leaves(black_box(&case.old), black_box(&case.new), &policy));
         });
     }
     group.finish();

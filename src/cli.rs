@@ -17,11 +17,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::admission::{self, Verdict};
+use crate::admission::{self, Reason, Verdict};
 use crate::certs;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::record::{self, Recorder};
+use crate::record::{self, RecordDir, Recorder};
 use crate::reload::{self, PolicyStore, Reload};
 use crate::server::{self, AppState, Health};
 use crate::telemetry::{self, LogFormat};
@@ -317,15 +317,13 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         metrics.set_certificate_expiry(not_after);
     }
     let recorder = match &args.record {
-        Some(dir) => Some(Arc::new(
-            Recorder::new(
-                dir,
-                args.record_max_files,
-                args.record_max_file_bytes,
-                !args.record_unredacted,
-            )
-            .with_context(|| format!("cannot record into {}", dir.display()))?,
-        )),
+        Some(dir) => {
+            let sink = RecordDir::new(dir, args.record_max_files, !args.record_unredacted)
+                .with_context(|| format!("cannot record into {}", dir.display()))?;
+            let recorder = Recorder::start(sink, args.record_max_file_bytes, metrics.clone())
+                .context("cannot start the record writer")?;
+            Some(Arc::new(recorder))
+        }
         None => None,
     };
     let mut state = AppState::with_policy_store(
@@ -462,31 +460,28 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
             "oldObject": old,
         }
     });
-    let reviewed = admission::review(&args.policy.load()?, &serde_json::to_vec(&review)?)?;
-    let response: Value = serde_json::from_slice(&reviewed.body)?;
-    let summary = &reviewed.summary;
+    let policy = args.policy.load()?;
+    let decision = admission::review(&policy, &serde_json::to_vec(&review)?)?.decision;
+    let outcome = &decision.outcome;
     let mut out = std::io::stdout().lock();
-    match summary.verdict {
+    match decision.verdict() {
         Verdict::Denied => {
-            let message = response
-                .pointer("/response/status/message")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let message = admission::response::message(&decision, &policy);
             writeln!(out, "denied: {message}")?;
-            for path in &summary.forbidden {
+            for path in outcome.forbidden() {
                 writeln!(out, "  {path}")?;
             }
             Ok(EXIT_DENIED)
         }
         Verdict::Allowed => {
-            let why = match summary.reason {
-                admission::Reason::NotGoverned => format!("{kind} is not governed by the policy"),
-                admission::Reason::BeingDeleted => "the object is being deleted".to_owned(),
-                _ if summary.changed.is_empty() => "nothing that is compared changed".to_owned(),
+            let why = match decision.reason() {
+                Reason::NotGoverned => format!("{kind} is not governed by the policy"),
+                Reason::BeingDeleted => "the object is being deleted".to_owned(),
+                _ if outcome.changed().is_empty() => "nothing that is compared changed".to_owned(),
                 _ => "only updatable fields changed".to_owned(),
             };
             writeln!(out, "allowed: {why}")?;
-            for path in &summary.changed {
+            for path in outcome.changed() {
                 writeln!(out, "  {path}")?;
             }
             Ok(EXIT_OK)

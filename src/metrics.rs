@@ -5,15 +5,19 @@
 //! (the governed kinds, else `other`), verdicts, reject reasons, and denied-field *groups* from
 //! a fixed list — never a namespace, name, user or raw field path.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::admission::{Reason, Summary, Verdict};
-use crate::policy::{FieldPath, Policy, Segment};
+use crate::admission::{Decision, Outcome, Verdict};
+use crate::policy::{FieldPath, GovernedKind, Segment};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -30,13 +34,55 @@ pub enum VerdictLabel {
     error,
 }
 
+/// Label: the kind a review was about — one of the policy's governed kinds, so the set is
+/// bounded by the policy — without allocating per review.
+#[derive(Clone, Debug)]
+pub enum KindLabel {
+    /// A governed kind (`PyTorchJob`).
+    Governed(Arc<GovernedKind>),
+    /// A kind the policy does not govern.
+    Other,
+    /// The body could not be read as a review.
+    Unknown,
+}
+
+impl KindLabel {
+    fn as_str(&self) -> &str {
+        match self {
+            KindLabel::Governed(kind) => &kind.kind,
+            KindLabel::Other => "other",
+            KindLabel::Unknown => "unknown",
+        }
+    }
+}
+
+impl PartialEq for KindLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for KindLabel {}
+
+impl Hash for KindLabel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for KindLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
 /// Labels of `pytorchjob_guard_reviews_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
     /// CREATE, UPDATE, DELETE, CONNECT or unknown.
     pub operation: &'static str,
     /// A governed kind (`PyTorchJob`), `other`, or `unknown`.
-    pub kind: String,
+    pub kind: KindLabel,
     /// allowed, denied or error.
     pub verdict: VerdictLabel,
     /// `true` or `false`.
@@ -72,6 +118,27 @@ pub enum RejectReason {
     connection_limit,
     /// A handler panicked (500 for that request only).
     panic,
+    /// The webhook failed to answer a readable request (500): its own fault, never the client's.
+    internal,
+}
+
+/// Why a review was not recorded (`serve --record`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RecordDropReason {
+    /// The review is larger than `--record-max-file-bytes`.
+    too_large,
+    /// The writer is behind: the queue of records to write is full.
+    queue_full,
+    /// The record could not be written (disk full, permissions, not JSON).
+    write_failed,
+}
+
+/// Labels of `pytorchjob_guard_record_drops_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordDropLabels {
+    /// Why.
+    pub reason: RecordDropReason,
 }
 
 /// Labels of `pytorchjob_guard_rejected_requests_total`.
@@ -109,6 +176,12 @@ pub struct BuildLabels {
 /// Field groups that get their own label value; anything else is `<parent>.other`.
 const KNOWN_FIELD_GROUPS: &[&str] = &[
     "spec.pytorchReplicaSpecs",
+    "spec.tfReplicaSpecs",
+    "spec.mpiReplicaSpecs",
+    "spec.paddleReplicaSpecs",
+    "spec.xgbReplicaSpecs",
+    "spec.jaxReplicaSpecs",
+    "spec.mxReplicaSpecs",
     "spec.runPolicy",
     "spec.elasticPolicy",
     "spec.nprocPerNode",
@@ -173,6 +246,7 @@ pub struct Metrics {
     cert_expiry: Gauge<i64, std::sync::atomic::AtomicI64>,
     reloads: Family<ReloadLabels, Counter>,
     connections: Gauge,
+    record_drops: Family<RecordDropLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -241,6 +315,12 @@ impl Metrics {
             "Open TLS connections",
             connections.clone(),
         );
+        let record_drops = Family::<RecordDropLabels, Counter>::default();
+        registry.register(
+            "record_drops",
+            "Governed reviews not recorded by --record, by reason",
+            record_drops.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -262,6 +342,7 @@ impl Metrics {
             cert_expiry,
             reloads,
             connections,
+            record_drops,
         }
     }
 
@@ -274,34 +355,27 @@ impl Metrics {
     }
 
     /// Record one answered review and how long deciding it took.
-    pub fn observe_review(&self, policy: &Policy, summary: &Summary, seconds: f64) {
-        let kind_name = summary.kind.rsplit('/').next().unwrap_or_default();
-        let group = summary.kind.split('/').next().unwrap_or_default();
-        let kind = if policy.governs(group, kind_name) {
-            kind_name.to_owned()
-        } else {
-            "other".to_owned()
+    pub fn observe_review(&self, decision: &Decision, seconds: f64) {
+        let summary = &decision.summary;
+        let kind = match &summary.governed {
+            Some(governed) => KindLabel::Governed(governed.clone()),
+            None => KindLabel::Other,
         };
-        let verdict = match (summary.verdict, summary.reason) {
-            (_, Reason::Undecidable) => VerdictLabel::error,
-            (Verdict::Allowed, _) => VerdictLabel::allowed,
-            (Verdict::Denied, _) => VerdictLabel::denied,
-        };
-        let operation = if summary.operation.is_empty() {
-            "unknown"
-        } else {
-            summary.operation
+        let verdict = match (&decision.outcome, decision.verdict()) {
+            (Outcome::Undecidable(_), _) => VerdictLabel::error,
+            (_, Verdict::Allowed) => VerdictLabel::allowed,
+            (_, Verdict::Denied) => VerdictLabel::denied,
         };
         self.reviews
             .get_or_create(&ReviewLabels {
-                operation,
+                operation: summary.operation_name(),
                 kind,
                 verdict,
                 dry_run: summary.dry_run,
             })
             .inc();
         self.review_duration.observe(seconds);
-        for path in &summary.forbidden {
+        for path in decision.outcome.forbidden() {
             self.denied_fields
                 .get_or_create(&FieldGroupLabels {
                     group: field_group(path),
@@ -317,12 +391,19 @@ impl Metrics {
             self.reviews
                 .get_or_create(&ReviewLabels {
                     operation: "unknown",
-                    kind: "unknown".to_owned(),
+                    kind: KindLabel::Unknown,
                     verdict: VerdictLabel::error,
                     dry_run: false,
                 })
                 .inc();
         }
+    }
+
+    /// Count a review that was not recorded.
+    pub fn record_dropped(&self, reason: RecordDropReason) {
+        self.record_drops
+            .get_or_create(&RecordDropLabels { reason })
+            .inc();
     }
 
     /// Count a rejected request or connection.

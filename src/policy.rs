@@ -2,19 +2,25 @@
 //!
 //! [`Policy`] holds the rule — which kinds it governs, which fields may change, which fields are
 //! not compared at all, which schema defaults are no change, and which identities are exempt
-//! for which extra fields — and [`Policy::evaluate_as`] applies it to the old and new object of
+//! for which extra fields — and [`Policy::evaluate`] applies it to the old and new object of
 //! an UPDATE. [`Policy::default`] is the rule of the PyTorchJob update API: only
 //! `metadata.labels`, `metadata.annotations`, `spec.activeDeadlineSeconds`,
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
 //! equivalents, the layout of the current training-operator) may change, for everyone.
-//! [`file`] reads the same rule from a policy file.
+//! [`file`] reads the same rule from a policy file. [`diff`] is the one diff production runs;
+//! `oracle` (feature `oracle`, for tests and fuzzing) is the whole-tree diff it is checked
+//! against.
 //!
 //! Pure and synchronous: no I/O, no async, no Kubernetes client. Everything else in the crate
 //! wraps this module; it depends on nothing else in the crate.
 
 pub mod diff;
 pub mod file;
+#[cfg(any(test, feature = "oracle"))]
+pub mod oracle;
 pub mod path;
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -102,7 +108,7 @@ impl Exemption {
 /// The rule: the kinds it governs and, for an UPDATE of one of them, which fields may change.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    kinds: Vec<GovernedKind>,
+    kinds: Vec<Arc<GovernedKind>>,
     updatable: Vec<FieldPattern>,
     not_compared: Vec<FieldPattern>,
     defaults: Vec<(FieldPattern, Value)>,
@@ -162,7 +168,7 @@ impl Default for Policy {
         let mut pytorchjob = GovernedKind::new("kubeflow.org", "PyTorchJob");
         pytorchjob.scale_replicas = Some(builtin(PYTORCHJOB_SCALE_REPLICAS));
         Self {
-            kinds: vec![pytorchjob],
+            kinds: vec![Arc::new(pytorchjob)],
             updatable: DEFAULT_UPDATABLE.iter().map(|p| builtin(p)).collect(),
             not_compared: DEFAULT_NOT_COMPARED.iter().map(|p| builtin(p)).collect(),
             defaults: DEFAULT_SCHEMA_DEFAULTS
@@ -175,7 +181,7 @@ impl Default for Policy {
     }
 }
 
-/// The outcome of [`Policy::evaluate_as`] for one UPDATE.
+/// The outcome of [`Policy::evaluate`] (or [`Policy::judge`]) for one UPDATE.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evaluation {
     /// Every compared leaf that changed, sorted (updatable ones included).
@@ -215,7 +221,7 @@ impl Policy {
             summarize(&updatable)
         };
         Self {
-            kinds,
+            kinds: kinds.into_iter().map(Arc::new).collect(),
             updatable,
             not_compared,
             defaults,
@@ -225,14 +231,14 @@ impl Policy {
     }
 
     /// The governed kind with this group and kind (any version).
-    pub fn governed_kind(&self, group: &str, kind: &str) -> Option<&GovernedKind> {
+    pub fn governed_kind(&self, group: &str, kind: &str) -> Option<&Arc<GovernedKind>> {
         self.kinds
             .iter()
             .find(|k| k.group == group && k.kind == kind)
     }
 
     /// The governed kind served as this group and resource (for subresource requests).
-    pub fn governed_resource(&self, group: &str, resource: &str) -> Option<&GovernedKind> {
+    pub fn governed_resource(&self, group: &str, resource: &str) -> Option<&Arc<GovernedKind>> {
         self.kinds
             .iter()
             .find(|k| k.group == group && k.resource == resource)
@@ -244,7 +250,7 @@ impl Policy {
     }
 
     /// The kinds this policy governs.
-    pub fn kinds(&self) -> &[GovernedKind] {
+    pub fn kinds(&self) -> &[Arc<GovernedKind>] {
         &self.kinds
     }
 
@@ -281,26 +287,11 @@ impl Policy {
         self.not_compared.iter().any(|n| n.covers(path))
     }
 
-    /// Judge an UPDATE from `old` to `new` (whole objects, as JSON) by someone not exempt.
-    pub fn evaluate(&self, old: &Value, new: &Value) -> Evaluation {
-        self.evaluate_as(old, new, &Requester::default())
-    }
-
-    /// Judge an UPDATE from `old` to `new` (whole objects, as JSON) sent by `requester`.
-    pub fn evaluate_as(&self, old: &Value, new: &Value, requester: &Requester<'_>) -> Evaluation {
-        let being_deleted = !old
-            .pointer("/metadata/deletionTimestamp")
-            .unwrap_or(&Value::Null)
-            .is_null();
-        let changed = diff::changed_leaves(old, new, self);
-        self.judge(changed, requester, being_deleted)
-    }
-
-    /// [`Policy::evaluate_as`] on the objects as a review carries them (read one level deep,
-    /// members as raw JSON): the same evaluation, without building what did not change (see
-    /// [`diff::changed_leaves_raw`]). Fails only on JSON it has to read and cannot (numbers
-    /// beyond f64, nesting beyond 128 levels).
-    pub fn evaluate_objects(
+    /// Judge an UPDATE from `old` to `new`, as a review carries them (read one level deep,
+    /// members as raw JSON), sent by `requester`: the diff of [`diff::changed_leaves`], then
+    /// [`Policy::judge`]. Fails only on JSON it has to read and cannot (numbers beyond f64,
+    /// nesting beyond serde_json's limit).
+    pub fn evaluate(
         &self,
         old: &RawObject<'_>,
         new: &RawObject<'_>,
@@ -313,7 +304,7 @@ impl Policy {
             && old
                 .pointer(&["metadata", "deletionTimestamp"])
                 .is_some_and(|at| at.get() != "null");
-        let changed = diff::changed_leaves_of_objects(old, new, self)?;
+        let changed = diff::changed_leaves(old, new, self)?;
         Ok(self.judge(changed, requester, being_deleted))
     }
 

@@ -3,33 +3,44 @@
 //! cluster's real traffic before it ships.
 //!
 //! A record is one JSON file, `{"recordedAtUnixMillis", "redacted", "review", "response"}`,
-//! named so that names sort chronologically. Recording is bounded: reviews larger than
-//! `max_file_bytes` are skipped, and the oldest files go once there are `max_files`. Unless
-//! asked otherwise, values that may be secret are redacted before anything touches the disk:
-//! `env[].value`, values under keys that name secrets (password, token, …), PEM private keys,
-//! JWTs, and the `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of the
-//! whole object). Redaction keeps equality within a review — equal values get equal
-//! placeholders from a per-review random key — so a replayed diff sees the same changes.
+//! named so that names sort chronologically. Recording never holds up a review and never grows
+//! without bound: [`Recorder::submit`] checks the size bound and enqueues without waiting, into
+//! a queue bounded in records ([`QUEUE_RECORDS`]) and bytes ([`QUEUE_BYTES`]); one writer
+//! thread drains it into a [`RecordSink`] ([`RecordDir`] in production, which keeps at most
+//! `max_files`). What cannot be recorded — too large, queue full, write failed — is counted in
+//! `pytorchjob_guard_record_drops_total{reason}`. Unless asked otherwise, values that may be
+//! secret are redacted before anything touches the disk: `env[].value`, values under keys that
+//! name secrets (password, token, …), PEM private keys, JWTs, and the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of the whole object).
+//! Redaction keeps equality within a review — equal values get equal placeholders from a
+//! per-review random key — so a replayed diff sees the same changes.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
-use crate::admission::{self, ReviewError};
+use crate::admission::{self, Verdict};
+use crate::metrics::{Metrics, RecordDropReason};
 use crate::policy::Policy;
 
 /// Default bound on the number of record files kept.
 pub const DEFAULT_MAX_FILES: usize = 1000;
 /// Default bound on one review's size to be recorded (larger ones are skipped).
 pub const DEFAULT_MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Records waiting for the writer at most; past it, new ones are dropped (and counted).
+pub const QUEUE_RECORDS: usize = 64;
+/// Bytes (reviews and responses) waiting for the writer at most: the memory recording may hold.
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Keys whose scalar values are redacted (matched case-insensitively, as substrings).
 const SECRET_KEY_PARTS: &[&str] = &[
@@ -63,50 +74,46 @@ pub struct Record {
     pub response: Value,
 }
 
-/// Writes records into a directory, within bounds.
-#[derive(Debug)]
-pub struct Recorder {
-    dir: PathBuf,
-    max_files: usize,
-    max_file_bytes: usize,
-    redact: bool,
-    sequence: AtomicU64,
-    files: Mutex<VecDeque<PathBuf>>,
+/// Where the writer puts records.
+pub trait RecordSink: Send + 'static {
+    /// Write one answered review: the review as the API server sent it, and the response.
+    fn write(&mut self, review: &[u8], response: &[u8]) -> io::Result<()>;
 }
 
-impl Recorder {
-    /// A recorder into `dir` (created if needed); existing record files count toward the bound.
-    pub fn new(
-        dir: &Path,
-        max_files: usize,
-        max_file_bytes: usize,
-        redact: bool,
-    ) -> io::Result<Self> {
+impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
+    fn write(&mut self, review: &[u8], response: &[u8]) -> io::Result<()> {
+        (**self).write(review, response)
+    }
+}
+
+/// Writes records as files into a directory, keeping at most `max_files`.
+#[derive(Debug)]
+pub struct RecordDir {
+    dir: PathBuf,
+    max_files: usize,
+    redact: bool,
+    sequence: u64,
+    files: VecDeque<PathBuf>,
+}
+
+impl RecordDir {
+    /// Records into `dir` (created if needed); existing record files count toward the bound.
+    pub fn new(dir: &Path, max_files: usize, redact: bool) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut existing = record_files(dir)?;
-        existing.sort();
         Ok(Self {
             dir: dir.to_owned(),
             max_files: max_files.max(1),
-            max_file_bytes,
             redact,
-            sequence: AtomicU64::new(0),
-            files: Mutex::new(existing.into()),
+            sequence: 0,
+            files: record_files(dir)?.into(),
         })
     }
+}
 
-    /// Record one answered review. Returns the file written, or `None` when it was skipped
-    /// (over the size bound, or not JSON).
-    pub fn record(&self, review: &[u8], response: &[u8]) -> io::Result<Option<PathBuf>> {
-        if review.len() > self.max_file_bytes {
-            return Ok(None);
-        }
-        let (Ok(mut review), Ok(response)) = (
-            serde_json::from_slice::<Value>(review),
-            serde_json::from_slice::<Value>(response),
-        ) else {
-            return Ok(None);
-        };
+impl RecordSink for RecordDir {
+    fn write(&mut self, review: &[u8], response: &[u8]) -> io::Result<()> {
+        let mut review: Value = serde_json::from_slice(review)?;
+        let response: Value = serde_json::from_slice(response)?;
         if self.redact {
             redact(&mut review);
         }
@@ -119,23 +126,118 @@ impl Recorder {
             review,
             response,
         };
-        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
-        let path = self
-            .dir
-            .join(format!("{millis:013}-{sequence:06}.review.json"));
-        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        std::fs::write(&path, bytes)?;
-        let mut files = match self.files.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+        let path = loop {
+            self.sequence += 1;
+            let name = format!("{millis:013}-{:06}.review.json", self.sequence);
+            let path = self.dir.join(name);
+            if !path.exists() {
+                break path;
+            }
         };
-        files.push_back(path.clone());
-        while files.len() > self.max_files {
-            if let Some(oldest) = files.pop_front() {
+        std::fs::write(&path, serde_json::to_vec(&record)?)?;
+        self.files.push_back(path);
+        while self.files.len() > self.max_files {
+            if let Some(oldest) = self.files.pop_front() {
                 let _ = std::fs::remove_file(oldest);
             }
         }
-        Ok(Some(path))
+        Ok(())
+    }
+}
+
+/// One review waiting to be written.
+struct Job {
+    review: Bytes,
+    response: Vec<u8>,
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        self.review.len() + self.response.len()
+    }
+}
+
+/// Hands answered reviews to one writer thread through a bounded queue: never blocks a review,
+/// never holds more than [`QUEUE_RECORDS`] records or [`QUEUE_BYTES`] bytes.
+#[derive(Debug)]
+pub struct Recorder {
+    queue: mpsc::Sender<Job>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_file_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("bytes", &self.bytes()).finish()
+    }
+}
+
+impl Recorder {
+    /// Start the writer thread over `sink`. Reviews larger than `max_file_bytes` are not
+    /// recorded. The thread ends once every `Recorder` is dropped and the queue is written.
+    pub fn start(
+        sink: impl RecordSink,
+        max_file_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Self> {
+        let (queue, jobs) = mpsc::channel(QUEUE_RECORDS);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let (writer_bytes, writer_metrics) = (queued_bytes.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("recorder".to_owned())
+            .spawn(move || write_all(sink, jobs, &writer_bytes, &writer_metrics))?;
+        Ok(Self {
+            queue,
+            queued_bytes,
+            max_file_bytes,
+            metrics,
+        })
+    }
+
+    /// Queue one answered review for writing, without waiting: dropped (and counted) when it
+    /// is over the size bound or the queue is full.
+    pub fn submit(&self, review: Bytes, response: Vec<u8>) {
+        if review.len() > self.max_file_bytes {
+            self.metrics.record_dropped(RecordDropReason::too_large);
+            return;
+        }
+        let job = Job { review, response };
+        let size = job.bytes();
+        let reserved =
+            self.queued_bytes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
+                    (queued + size <= QUEUE_BYTES).then_some(queued + size)
+                });
+        if reserved.is_err() {
+            self.metrics.record_dropped(RecordDropReason::queue_full);
+            return;
+        }
+        if self.queue.try_send(job).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            self.metrics.record_dropped(RecordDropReason::queue_full);
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::SeqCst)
+    }
+}
+
+/// The writer thread: write every queued job, until the queue closes.
+fn write_all(
+    mut sink: impl RecordSink,
+    mut jobs: mpsc::Receiver<Job>,
+    queued_bytes: &AtomicUsize,
+    metrics: &Metrics,
+) {
+    while let Some(job) = jobs.blocking_recv() {
+        if let Err(error) = sink.write(&job.review, &job.response) {
+            metrics.record_dropped(RecordDropReason::write_failed);
+            tracing::warn!(%error, "cannot record the review");
+        }
+        queued_bytes.fetch_sub(job.bytes(), Ordering::SeqCst);
     }
 }
 
@@ -240,88 +342,123 @@ impl ReplayRow {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The directory or a file could not be read.
-    #[error("cannot read {path}: {cause}")]
+    #[error("cannot read {path}")]
     Read {
         /// What.
         path: PathBuf,
         /// Why.
-        cause: io::Error,
+        #[source]
+        source: io::Error,
     },
     /// A file is not a record.
-    #[error("{path} is not a pytorchjob-guard record: {message}")]
+    #[error("{path} is not a pytorchjob-guard record")]
     NotARecord {
         /// What.
         path: PathBuf,
         /// Why.
-        message: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record's review is not one the webhook can answer.
+    #[error("{path} holds a review that cannot be answered")]
+    Unanswerable {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: admission::ReviewError,
     },
 }
 
-fn verdict_of(response: &Value) -> &'static str {
-    if response.pointer("/response/allowed") == Some(&Value::Bool(true)) {
-        "allowed"
-    } else {
-        "denied"
-    }
+/// The recorded answer: allowed or denied, and the fields its causes name.
+#[derive(Deserialize)]
+struct RecordedResponse {
+    response: RecordedAnswer,
 }
 
-fn denied_fields(response: &Value) -> Vec<String> {
-    response
-        .pointer("/response/status/details/causes")
-        .and_then(Value::as_array)
-        .map(|causes| {
-            causes
-                .iter()
-                .filter_map(|c| c.get("field").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+#[derive(Deserialize)]
+struct RecordedAnswer {
+    allowed: bool,
+    #[serde(default)]
+    status: RecordedStatus,
+}
+
+#[derive(Default, Deserialize)]
+struct RecordedStatus {
+    #[serde(default)]
+    details: RecordedDetails,
+}
+
+#[derive(Default, Deserialize)]
+struct RecordedDetails {
+    #[serde(default)]
+    causes: Vec<RecordedCause>,
+}
+
+#[derive(Deserialize)]
+struct RecordedCause {
+    #[serde(default)]
+    field: String,
 }
 
 /// Re-decide every record in `dir` under `policy`, one row per record, in time order.
 pub fn replay(dir: &Path, policy: &Policy) -> Result<Vec<ReplayRow>, ReplayError> {
-    let files = record_files(dir).map_err(|cause| ReplayError::Read {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ReplayError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let files = record_files(dir).map_err(|source| ReplayError::Read {
         path: dir.to_owned(),
-        cause,
+        source,
     })?;
     let mut rows = Vec::with_capacity(files.len());
     for path in files {
-        let bytes = std::fs::read(&path).map_err(|cause| ReplayError::Read {
+        let bytes = read(&path)?;
+        let not_a_record = |source| ReplayError::NotARecord {
             path: path.clone(),
-            cause,
-        })?;
-        let not_a_record = |message: String| ReplayError::NotARecord {
-            path: path.clone(),
-            message,
+            source,
         };
-        let record: Record =
-            serde_json::from_slice(&bytes).map_err(|e| not_a_record(e.to_string()))?;
-        let review = serde_json::to_vec(&record.review).map_err(|e| not_a_record(e.to_string()))?;
+        let record: Record = serde_json::from_slice(&bytes).map_err(not_a_record)?;
+        let then: RecordedResponse =
+            serde_json::from_value(record.response).map_err(not_a_record)?;
+        let review = serde_json::to_vec(&record.review).map_err(not_a_record)?;
         let now = admission::review(policy, &review)
-            .map_err(|e: ReviewError| not_a_record(e.to_string()))?;
-        let now: Value =
-            serde_json::from_slice(&now.body).map_err(|e| not_a_record(e.to_string()))?;
-        let (then_denied, now_denied) = (denied_fields(&record.response), denied_fields(&now));
-        let request = &record.review["request"];
-        let text = |pointer: &str| {
-            request
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        };
-        let kind = text("/kind/kind");
-        let object = match text("/namespace") {
-            "" => format!("{kind} {}", text("/name")),
-            namespace => format!("{kind} {namespace}/{}", text("/name")),
+            .map_err(|source| ReplayError::Unanswerable {
+                path: path.clone(),
+                source,
+            })?
+            .decision;
+        let then_denied: Vec<String> = then
+            .response
+            .status
+            .details
+            .causes
+            .into_iter()
+            .map(|cause| cause.field)
+            .collect();
+        let now_denied: Vec<String> = now
+            .outcome
+            .forbidden()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let verdict = |allowed: bool| {
+            if allowed {
+                Verdict::Allowed
+            } else {
+                Verdict::Denied
+            }
         };
         rows.push(ReplayRow {
             record: path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            object,
-            before: verdict_of(&record.response),
-            after: verdict_of(&now),
+            object: now.summary.subject().to_string(),
+            before: verdict(then.response.allowed).as_str(),
+            after: now.verdict().as_str(),
             newly_denied: now_denied
                 .iter()
                 .filter(|p| !then_denied.contains(p))
@@ -391,6 +528,72 @@ mod tests {
             new["spec"]["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"]["key"],
             "k"
         );
+    }
+
+    /// A sink that blocks every write until the test lets it go: a stalled disk.
+    struct Stalled {
+        release: std::sync::mpsc::Receiver<()>,
+        written: Arc<AtomicUsize>,
+    }
+
+    impl RecordSink for Stalled {
+        fn write(&mut self, _: &[u8], _: &[u8]) -> io::Result<()> {
+            self.release
+                .recv()
+                .map_err(|_| io::Error::other("the test ended"))?;
+            self.written.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn drops(metrics: &Metrics, reason: &str) -> u64 {
+        let line = format!("pytorchjob_guard_record_drops_total{{reason=\"{reason}\"}} ");
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()).map(|n| n.parse().unwrap()))
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_stalled_writer_bounds_the_queue_and_counts_what_it_drops() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let written = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(Metrics::new());
+        let sink = Stalled {
+            release: stalled,
+            written: written.clone(),
+        };
+        let recorder = Recorder::start(sink, 1024 * 1024, metrics.clone()).unwrap();
+        let review = Bytes::from(vec![b' '; 512 * 1024]);
+        let submitted = 200;
+        for _ in 0..submitted {
+            recorder.submit(review.clone(), vec![b'{'; 1024]);
+            assert!(
+                recorder.queued_bytes() <= QUEUE_BYTES,
+                "memory stays bounded"
+            );
+        }
+        let dropped = drops(&metrics, "queue_full");
+        // At most the queue's byte budget is held (plus the one job the writer is stuck on).
+        let held = submitted - dropped as usize;
+        assert!(held <= QUEUE_BYTES / (512 * 1024) + 1, "{held} held");
+        assert!(dropped > 0, "the drop counter moves");
+        // Too large is its own reason, checked before anything is queued.
+        let before = recorder.queued_bytes();
+        recorder.submit(Bytes::from(vec![b' '; 2 * 1024 * 1024]), Vec::new());
+        assert_eq!(drops(&metrics, "too_large"), 1);
+        assert_eq!(recorder.queued_bytes(), before);
+        // Released, the writer drains everything it holds, and the queue empties.
+        for _ in 0..held {
+            release.send(()).unwrap();
+        }
+        drop(recorder);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while written.load(Ordering::SeqCst) < held && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(written.load(Ordering::SeqCst), held);
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod listener;
 
 pub use listener::{serve, serve_metrics, shutdown_signal};
 
-use crate::admission::{self, Reason, ReviewError, Summary};
+use crate::admission::{self, Decision, ReviewError};
 use crate::metrics::{self, Metrics, RejectReason};
 use crate::policy::Policy;
 use crate::record::Recorder;
@@ -314,8 +314,8 @@ pub enum ServeError {
     #[error("request body not received within {0:?}")]
     BodyTimeout(Duration),
     /// The connection failed while the body was read.
-    #[error("cannot read the request body: {0}")]
-    BodyRead(String),
+    #[error("cannot read the request body")]
+    BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No body at all.
     #[error("empty request body: send an AdmissionReview")]
     EmptyBody,
@@ -331,6 +331,7 @@ impl ServeError {
             ServeError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ServeError::Review(error) if error.is_internal() => StatusCode::INTERNAL_SERVER_ERROR,
             ServeError::BodyRead(_) | ServeError::EmptyBody | ServeError::Review(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -346,6 +347,7 @@ impl ServeError {
             ServeError::PayloadTooLarge(_) => RejectReason::body_too_large,
             ServeError::BodyTimeout(_) => RejectReason::timeout,
             ServeError::BodyRead(_) => RejectReason::body_read_error,
+            ServeError::Review(error) if error.is_internal() => RejectReason::internal,
             ServeError::EmptyBody | ServeError::Review(_) => RejectReason::malformed_review,
         }
     }
@@ -354,8 +356,13 @@ impl ServeError {
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
         let status = self.status();
-        tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
-        text(status, format!("{self}\n"))
+        let message = admission::error_chain(&self);
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %message, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %message, "request rejected");
+        }
+        text(status, format!("{message}\n"))
     }
 }
 
@@ -403,7 +410,7 @@ async fn read_body(
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ServeError::PayloadTooLarge(max))
         }
-        Err(error) => Err(ServeError::BodyRead(error.to_string())),
+        Err(error) => Err(ServeError::BodyRead(error)),
     }
 }
 
@@ -430,19 +437,15 @@ async fn review_request(
     let started = Instant::now();
     let policy = state.policy.current();
     let reviewed = admission::review(&policy, &bytes)?;
+    let decision = &reviewed.decision;
     state
         .metrics
-        .observe_review(&policy, &reviewed.summary, started.elapsed().as_secs_f64());
-    log_decision(&reviewed.summary);
+        .observe_review(decision, started.elapsed().as_secs_f64());
+    log_decision(decision);
     if let Some(recorder) = &state.recorder
-        && reviewed.summary.reason != Reason::NotGoverned
+        && decision.summary.governed.is_some()
     {
-        let (recorder, response) = (recorder.clone(), reviewed.body.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = recorder.record(&bytes, &response) {
-                tracing::warn!(%error, "cannot record the review");
-            }
-        });
+        recorder.submit(bytes, reviewed.body.clone());
     }
     Ok((
         StatusCode::OK,
@@ -453,19 +456,20 @@ async fn review_request(
 }
 
 /// One event per decision: who asked what, and the verdict. Never object contents.
-pub fn log_decision(s: &Summary) {
+pub fn log_decision(decision: &Decision) {
+    let s = &decision.summary;
     // Field values are only evaluated when the event is enabled: no formatting when INFO is off.
     tracing::info!(
         uid = %s.uid,
-        operation = s.operation,
-        kind = %s.kind,
-        namespace = %s.namespace,
+        operation = s.operation_name(),
+        kind = %s.kind_path(),
+        namespace = s.namespace.as_deref().unwrap_or_default(),
         name = %s.name,
         user = %s.user,
         dry_run = s.dry_run,
-        verdict = s.verdict.as_str(),
-        reason = s.reason.as_str(),
-        denied = ?s.forbidden.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        verdict = decision.verdict().as_str(),
+        reason = decision.reason().as_str(),
+        denied = ?decision.outcome.forbidden().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "admission review"
     );
 }

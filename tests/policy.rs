@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pytorchjob_guard::admission;
 use pytorchjob_guard::policy::{Policy, file};
-use pytorchjob_guard::record::{self, Recorder};
+use pytorchjob_guard::record::{self, RecordDir, RecordSink};
 use pytorchjob_guard::reload::{PolicyStore, Reload};
 use serde_json::{Value, json};
 
@@ -452,7 +452,7 @@ fn the_server_refuses_to_start_with_a_policy_it_cannot_read() {
 #[test]
 fn recorded_traffic_replays_under_a_new_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let recorder = Recorder::new(dir.path(), 100, record::DEFAULT_MAX_FILE_BYTES, true).unwrap();
+    let mut recorder = RecordDir::new(dir.path(), 100, true).unwrap();
     let suspended = suspended_kueue_job();
     let admitted = kueue_admits(&suspended);
     let mut relabeled = suspended.clone();
@@ -468,10 +468,7 @@ fn recorded_traffic_replays_under_a_new_policy() {
     ] {
         let review = update_review(uid, user, &suspended, new);
         let reviewed = admission::review(&builtin, &review).unwrap();
-        recorder
-            .record(&review, &reviewed.body)
-            .unwrap()
-            .expect("recorded");
+        recorder.write(&review, &reviewed.body).unwrap();
     }
     let files = record::record_files(dir.path()).unwrap();
     assert_eq!(files.len(), 3);
@@ -532,30 +529,24 @@ fn recorded_traffic_replays_under_a_new_policy() {
 }
 
 #[test]
-fn recording_is_bounded_in_count_and_size() {
+fn record_files_are_bounded_in_count() {
     let dir = tempfile::tempdir().unwrap();
-    let recorder = Recorder::new(dir.path(), 2, 4096, true).unwrap();
+    let mut recorder = RecordDir::new(dir.path(), 2, true).unwrap();
     let old = suspended_kueue_job();
     let mut new = old.clone();
     new["metadata"]["labels"]["x"] = "y".into();
     let small = update_review("small", ALICE, &old, &new);
     let response = admission::review(&Policy::default(), &small).unwrap().body;
     for _ in 0..5 {
-        recorder
-            .record(&small, &response)
-            .unwrap()
-            .expect("recorded");
+        recorder.write(&small, &response).unwrap();
     }
     assert_eq!(
         record::record_files(dir.path()).unwrap().len(),
         2,
         "the oldest files go"
     );
-    let mut big = new.clone();
-    big["metadata"]["annotations"] = json!({"blob": "x".repeat(8192)});
-    let large = update_review("large", ALICE, &old, &big);
-    assert!(
-        recorder.record(&large, &response).unwrap().is_none(),
-        "over the size bound: skipped"
-    );
+    // A directory that already holds records counts them toward the bound.
+    let mut again = RecordDir::new(dir.path(), 2, true).unwrap();
+    again.write(&small, &response).unwrap();
+    assert_eq!(record::record_files(dir.path()).unwrap().len(), 2);
 }

@@ -443,13 +443,16 @@ fn responses_state_the_expected_facts() {
         );
 
         // The summary agrees with the case and with the request.
-        let summary = &reviewed.summary;
+        let (summary, outcome) = (&reviewed.decision.summary, &reviewed.decision.outcome);
         assert_eq!(summary.uid, uid, "{name}");
-        assert_eq!(summary.verdict, case.verdict, "{name}");
-        assert_eq!(summary.reason, case.reason, "{name}");
-        assert_eq!(strings(&summary.forbidden), case.forbidden, "{name}");
-        assert_eq!(strings(&summary.changed), case.changed(), "{name}");
-        assert_eq!(summary.operation, str_at(&request, "/request/operation"));
+        assert_eq!(outcome.verdict(), case.verdict, "{name}");
+        assert_eq!(outcome.reason(), case.reason, "{name}");
+        assert_eq!(strings(outcome.forbidden()), case.forbidden, "{name}");
+        assert_eq!(strings(outcome.changed()), case.changed(), "{name}");
+        assert_eq!(
+            summary.operation_name(),
+            str_at(&request, "/request/operation")
+        );
         assert_eq!(
             summary.dry_run,
             request.pointer("/request/dryRun") == Some(&Value::Bool(true)),
@@ -621,8 +624,8 @@ fn a_dry_run_gets_the_same_answer_as_a_real_update() {
         .find(|c| c.input == "pytorchjob/dry-run-denied.review.json")
         .unwrap();
     let (mut request, dry) = case.run();
-    assert!(dry.summary.dry_run);
-    assert_eq!(dry.summary.verdict, Verdict::Denied);
+    assert!(dry.decision.summary.dry_run);
+    assert_eq!(dry.decision.verdict(), Verdict::Denied);
     request["request"]["dryRun"] = Value::Bool(false);
     request["request"]["options"]
         .as_object_mut()
@@ -630,6 +633,75 @@ fn a_dry_run_gets_the_same_answer_as_a_real_update() {
         .remove("dryRun");
     let real =
         admission::review(&Policy::default(), &serde_json::to_vec(&request).unwrap()).unwrap();
-    assert!(!real.summary.dry_run);
+    assert!(!real.decision.summary.dry_run);
     assert_eq!(real.body, dry.body);
+}
+
+/// A governed request that kube's types cannot read is denied with the cause, whether it is an
+/// UPDATE of the main resource or of its `scale` subresource (which carries `autoscaling/v1
+/// Scale`, so it is governed by its resource, not its kind): the four defects measured against
+/// the earlier fail-open path.
+#[test]
+fn unreadable_governed_updates_are_denied_naming_the_cause_through_every_door() {
+    let defects: [(&str, fn(&mut Value), &str); 4] = [
+        (
+            "dryRun is not a boolean",
+            |r| r["request"]["dryRun"] = "yes".into(),
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "userInfo.username is not a string",
+            |r| r["request"]["userInfo"]["username"] = 5.into(),
+            "invalid type: integer `5`, expected a string",
+        ),
+        (
+            "resource has no version",
+            |r| {
+                r["request"]["resource"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("version");
+            },
+            "missing field `version`",
+        ),
+        (
+            "operation PATCH",
+            |r| r["request"]["operation"] = "PATCH".into(),
+            "unknown variant `PATCH`",
+        ),
+    ];
+    for fixture in [
+        "pytorchjob/scale-subresource.review.json",
+        "pytorchjob/worker-replicas.review.json",
+    ] {
+        let original: Value =
+            serde_json::from_slice(&std::fs::read(fixtures().join(fixture)).unwrap()).unwrap();
+        for (what, break_it, cause) in defects {
+            let mut review = original.clone();
+            break_it(&mut review);
+            let reviewed =
+                admission::review(&Policy::default(), &serde_json::to_vec(&review).unwrap())
+                    .unwrap_or_else(|e| panic!("{fixture}, {what}: no answer: {e}"));
+            let decision = &reviewed.decision;
+            assert_eq!(decision.verdict(), Verdict::Denied, "{fixture}, {what}");
+            assert_eq!(decision.reason(), Reason::Undecidable, "{fixture}, {what}");
+            let response: Value = serde_json::from_slice(&reviewed.body).unwrap();
+            let status = &response["response"]["status"];
+            assert_eq!(status["code"], 400, "{fixture}, {what}");
+            let message = status["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!(
+                    "PyTorchJob {}/{}: the admission request cannot be read: ",
+                    review["request"]["namespace"].as_str().unwrap(),
+                    review["request"]["name"].as_str().unwrap()
+                )),
+                "{fixture}, {what}: {message}"
+            );
+            assert!(message.contains(cause), "{fixture}, {what}: {message}");
+            assert_eq!(
+                response["response"]["auditAnnotations"]["reason"], "undecidable",
+                "{fixture}, {what}"
+            );
+        }
+    }
 }

@@ -5,17 +5,17 @@
 //! is not JSON, raw bytes that `arbitrary` turns into a value and a mutation of it. Checks: no
 //! panic; a value never differs from itself; the diff is symmetric, sorted and unique; every path
 //! but the root prints and parses back to itself; forbidden paths are changed paths; the raw
-//! fast path on the values' JSON texts names exactly the same leaves.
+//! production diff (the raw walk over the values' JSON texts) names exactly the same leaves, and
+//! the production evaluation equals the oracle's.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pytorchjob_guard::policy::diff::{changed_leaves, changed_leaves_raw};
-use pytorchjob_guard::policy::{FieldPath, Policy};
-use serde_json::value::RawValue;
-use serde_json::{Map, Number, Value};
+use pytorchjob_guard::policy::oracle::{self, changed_leaves};
+use pytorchjob_guard::policy::{FieldPath, Policy, RawObject, Requester, diff};
+use serde_json::{Map, Number, Value, json};
 
 static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
 
@@ -140,6 +140,11 @@ fn pair(data: &[u8]) -> Option<(Value, Value)> {
     Some((old, new))
 }
 
+/// An object's text, read one level deep as a review's objects are.
+fn read(text: &str) -> RawObject<'_> {
+    serde_json::from_str(text).expect("valid JSON")
+}
+
 fn check(old: &Value, new: &Value) {
     assert!(
         changed_leaves(old, old, &*POLICY).is_empty(),
@@ -158,15 +163,26 @@ fn check(old: &Value, new: &Value) {
             .unwrap_or_else(|e| panic!("{text:?} does not parse back: {e}"));
         assert_eq!(&parsed, path, "{text:?} parses back to the same path");
     }
-    // The raw fast path (what the server runs) names exactly the same leaves, on texts that are
-    // byte-identical where the values are equal (as the API server writes them).
+    // The production diff names exactly the same leaves, on texts that are byte-identical where
+    // the values are equal (as the API server writes them). It starts from objects, as a review
+    // carries them: a pair that is not two objects is compared as the member `spec` of two.
+    let (old, new) = match (old, new) {
+        (Value::Object(_), Value::Object(_)) => (old.clone(), new.clone()),
+        _ => (json!({ "spec": old }), json!({ "spec": new })),
+    };
     let text = |v: &Value| serde_json::to_string(v).expect("a Value serializes");
-    let raw = |t: &str| serde_json::from_str::<Box<RawValue>>(t).expect("valid JSON");
-    let (old_text, new_text) = (text(old), text(new));
-    let fast = changed_leaves_raw(&raw(&old_text), &raw(&new_text), &*POLICY)
+    let (old_text, new_text) = (text(&old), text(&new));
+    let (old_raw, new_raw) = (read(&old_text), read(&new_text));
+    let forward = changed_leaves(&old, &new, &*POLICY);
+    let fast = diff::changed_leaves(&old_raw, &new_raw, &*POLICY)
         .expect("serde_json reads back what it wrote");
-    assert_eq!(fast, forward, "the raw fast path agrees: {old} vs {new}");
-    let evaluation = POLICY.evaluate(old, new);
+    assert_eq!(fast, forward, "the production diff agrees: {old} vs {new}");
+    let requester = Requester::default();
+    let evaluation = oracle::evaluate(&POLICY, &old, &new, &requester);
+    let production = POLICY
+        .evaluate(&old_raw, &new_raw, &requester)
+        .expect("serde_json reads back what it wrote");
+    assert_eq!(production, evaluation, "the production evaluation agrees");
     assert_eq!(evaluation.changed, forward);
     assert!(evaluation.forbidden.iter().all(|p| forward.contains(p)));
     if evaluation.being_deleted {

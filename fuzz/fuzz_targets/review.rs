@@ -1,7 +1,7 @@
 //! Decode and decide arbitrary bytes, exactly as `/validate` does after reading the body.
 //!
 //! Never panics, and when an answer comes out it is a well-formed response review that echoes
-//! the request's uid, states the verdict the summary logs, and is the same every time.
+//! the request's uid, states the verdict the decision holds, and is the same every time.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -19,22 +19,23 @@ fuzz_target!(|data: &[u8]| {
     };
     let response: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
     assert_eq!(response["kind"], "AdmissionReview");
-    assert!(
-        admission::SUPPORTED_API_VERSIONS.contains(&response["apiVersion"].as_str().unwrap_or("")),
-        "the answer echoes a supported apiVersion: {response}"
+    let (summary, outcome) = (&reviewed.decision.summary, &reviewed.decision.outcome);
+    assert_eq!(
+        response["apiVersion"],
+        summary.version.as_str(),
+        "the answer echoes the review's apiVersion: {response}"
     );
-    assert!(!reviewed.summary.uid.is_empty());
-    assert_eq!(response["response"]["uid"], reviewed.summary.uid.as_str());
+    assert!(!summary.uid.is_empty());
+    assert_eq!(response["response"]["uid"], summary.uid.as_str());
     assert_eq!(
         response["response"]["allowed"],
-        reviewed.summary.verdict == Verdict::Allowed
+        outcome.verdict() == Verdict::Allowed
     );
     assert!(
-        reviewed
-            .summary
-            .forbidden
+        outcome
+            .forbidden()
             .iter()
-            .all(|path| reviewed.summary.changed.contains(path))
+            .all(|path| outcome.changed().contains(path))
     );
     let again = admission::review(&POLICY, data).expect("the same body gets an answer again");
     assert_eq!(again.body, reviewed.body, "the answer is deterministic");

@@ -43,32 +43,6 @@ impl<F: Fn(&FieldPath) -> bool> DiffRules for F {
     }
 }
 
-/// The sorted, de-duplicated leaf paths at which two JSON texts differ under `rules`: the same
-/// answer as [`changed_leaves`] on the parsed values, at a fraction of the cost.
-///
-/// The API server encodes `object` and `oldObject` with the same encoder, so unchanged subtrees
-/// are byte-identical. This walks both texts level by level, skips every pair of subtrees
-/// whose bytes are equal without building them, and parses into [`Value`]s only where bytes
-/// differ and structure does not continue (scalars, type changes, a side that is absent) —
-/// handing those to the same walk [`changed_leaves`] uses, so the semantics (null == absent,
-/// numbers by value, defaults, skipped paths) are one implementation. Texts that differ only
-/// in form (key order, number spelling) descend to the scalars and compare equal there.
-pub fn changed_leaves_raw(
-    old: &RawValue,
-    new: &RawValue,
-    rules: &dyn DiffRules,
-) -> Result<Vec<FieldPath>, serde_json::Error> {
-    let mut walk = Walk {
-        rules,
-        path: FieldPath::root(),
-        changed: Vec::new(),
-    };
-    walk.compare_raw(Some(old), Some(new))?;
-    walk.changed.sort();
-    walk.changed.dedup();
-    Ok(walk.changed)
-}
-
 /// A JSON object read one level deep: its members as raw texts, sorted by key (a repeated key
 /// keeps its last value). What a review's `object` and `oldObject` are decoded into, so the
 /// walk starts without scanning them again. Anything but an object is kept as its [`Value`],
@@ -152,22 +126,50 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
-/// [`changed_leaves_raw`] on two objects already read one level deep (both must be objects:
-/// `Other` has no members and compares as an empty object).
-pub fn changed_leaves_of_objects(
+/// The sorted, de-duplicated leaf paths at which two objects differ under `rules`: the one
+/// diff the decision runs.
+///
+/// Both objects are read one level deep ([`RawObject`]); `Other` has no members and compares
+/// as an empty object, so callers check for it first. The API server encodes `object` and
+/// `oldObject` with the same encoder, so unchanged subtrees are byte-identical: the walk
+/// descends both texts level by level, skips every pair of subtrees whose bytes are equal
+/// without building them, and parses into [`Value`]s only where bytes differ and structure
+/// does not continue (scalars, type changes, a side that is absent). Texts that differ only in
+/// form (key order, number spelling) descend to the scalars and compare equal there. Fails only
+/// on JSON it has to read and cannot (numbers beyond f64, nesting beyond serde_json's limit).
+pub fn changed_leaves(
     old: &RawObject<'_>,
     new: &RawObject<'_>,
     rules: &dyn DiffRules,
 ) -> Result<Vec<FieldPath>, serde_json::Error> {
-    let mut walk = Walk {
-        rules,
-        path: FieldPath::root(),
-        changed: Vec::new(),
-    };
+    let mut walk = Walk::new(rules);
     walk.compare_members(old.members(), new.members())?;
-    walk.changed.sort();
-    walk.changed.dedup();
-    Ok(walk.changed)
+    Ok(walk.finish())
+}
+
+/// Whether two raw values (`None`: absent) differ as leaves, with no rules: the scale
+/// subresource's `spec.replicas`, compared the way the diff compares a field.
+pub fn raw_values_differ(
+    old: Option<&RawValue>,
+    new: Option<&RawValue>,
+) -> Result<bool, serde_json::Error> {
+    let never = |_: &FieldPath| false;
+    let mut walk = Walk::new(&never);
+    walk.compare_raw(old, new)?;
+    Ok(!walk.changed.is_empty())
+}
+
+/// The oracle: the same leaves from two whole parsed trees, with no fast path. Tests and the
+/// fuzz target check [`changed_leaves`] against it (feature `oracle`); production never runs it.
+#[cfg(any(test, feature = "oracle"))]
+pub(super) fn changed_leaves_of_values(
+    old: &Value,
+    new: &Value,
+    rules: &dyn DiffRules,
+) -> Vec<FieldPath> {
+    let mut walk = Walk::new(rules);
+    walk.compare(old, new);
+    walk.finish()
 }
 
 /// How deep the raw walk descends before it parses the rest: far below any real object's depth
@@ -234,19 +236,6 @@ fn shape(raw: &RawValue) -> u8 {
     raw.get().as_bytes().first().copied().unwrap_or(b'n')
 }
 
-/// The sorted, de-duplicated leaf paths at which `old` and `new` differ under `rules`.
-pub fn changed_leaves(old: &Value, new: &Value, rules: &dyn DiffRules) -> Vec<FieldPath> {
-    let mut walk = Walk {
-        rules,
-        path: FieldPath::root(),
-        changed: Vec::new(),
-    };
-    walk.compare(old, new);
-    walk.changed.sort();
-    walk.changed.dedup();
-    walk.changed
-}
-
 struct Walk<'a> {
     rules: &'a dyn DiffRules,
     path: FieldPath,
@@ -254,6 +243,21 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    fn new(rules: &'a dyn DiffRules) -> Self {
+        Self {
+            rules,
+            path: FieldPath::root(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// The changed leaves, sorted and de-duplicated.
+    fn finish(mut self) -> Vec<FieldPath> {
+        self.changed.sort();
+        self.changed.dedup();
+        self.changed
+    }
+
     /// Compare two objects' members, each sorted by key with unique keys.
     fn compare_members(
         &mut self,
@@ -461,7 +465,7 @@ mod tests {
     use serde_json::json;
 
     fn diff(old: Value, new: Value) -> Vec<String> {
-        changed_leaves(&old, &new, &|_: &FieldPath| false)
+        changed_leaves_of_values(&old, &new, &|_: &FieldPath| false)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -530,7 +534,7 @@ mod tests {
     #[test]
     fn skipped_subtrees_are_not_compared() {
         let skip_status = |p: &FieldPath| p.to_string() == "status";
-        let changes = changed_leaves(
+        let changes = changed_leaves_of_values(
             &json!({"status": {"x": 1}, "spec": 1}),
             &json!({"status": {"x": 2, "y": [1]}, "spec": 2}),
             &skip_status,
@@ -553,7 +557,7 @@ mod tests {
     fn an_absent_field_equals_its_schema_default() {
         let rules = SuspendDefaultsFalse;
         let diff = |old: Value, new: Value| -> Vec<String> {
-            changed_leaves(&old, &new, &rules)
+            changed_leaves_of_values(&old, &new, &rules)
                 .iter()
                 .map(ToString::to_string)
                 .collect()
@@ -595,17 +599,19 @@ mod tests {
         );
     }
 
-    /// Both diffs on the same texts.
+    /// Both diffs on the same texts, each wrapped as the member `x` of an object (the raw
+    /// diff starts from objects read one level deep, as a review carries them).
     fn both(old: &str, new: &str) -> (Vec<FieldPath>, Vec<FieldPath>) {
-        let rules = |p: &FieldPath| p.to_string() == "status";
-        let full = changed_leaves(
-            &serde_json::from_str(old).unwrap(),
-            &serde_json::from_str(new).unwrap(),
+        let rules = |p: &FieldPath| p.to_string() == "x.status";
+        let (old, new) = (format!("{{\"x\":{old}}}"), format!("{{\"x\":{new}}}"));
+        let full = changed_leaves_of_values(
+            &serde_json::from_str(&old).unwrap(),
+            &serde_json::from_str(&new).unwrap(),
             &rules,
         );
-        let raw = changed_leaves_raw(
-            &serde_json::from_str::<Box<RawValue>>(old).unwrap(),
-            &serde_json::from_str::<Box<RawValue>>(new).unwrap(),
+        let raw = changed_leaves(
+            &serde_json::from_str::<RawObject<'_>>(&old).unwrap(),
+            &serde_json::from_str::<RawObject<'_>>(&new).unwrap(),
             &rules,
         )
         .unwrap();
@@ -658,7 +664,7 @@ mod tests {
     fn the_raw_diff_reports_a_scalar_becoming_a_list_at_every_leaf() {
         let (full, raw) = both(r#"{"a":1}"#, r#"{"a":[1,2]}"#);
         let shown: Vec<String> = raw.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["a", "a[0]", "a[1]"]);
+        assert_eq!(shown, ["x.a", "x.a[0]", "x.a[1]"]);
         assert_eq!(raw, full);
     }
 

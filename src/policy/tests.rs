@@ -3,6 +3,31 @@
 use super::*;
 use serde_json::{Value, json};
 
+/// Judge an update the way production does — both objects as JSON text, read one level deep,
+/// through the raw diff — and check the answer against the whole-tree oracle.
+fn evaluate_with(
+    policy: &Policy,
+    old: &Value,
+    new: &Value,
+    requester: &Requester<'_>,
+) -> Evaluation {
+    let (old_text, new_text) = (old.to_string(), new.to_string());
+    let old_raw: RawObject<'_> = serde_json::from_str(&old_text).unwrap();
+    let new_raw: RawObject<'_> = serde_json::from_str(&new_text).unwrap();
+    let evaluation = policy.evaluate(&old_raw, &new_raw, requester).unwrap();
+    assert_eq!(
+        evaluation,
+        oracle::evaluate(policy, old, new, requester),
+        "the oracle agrees"
+    );
+    evaluation
+}
+
+/// [`evaluate_with`] the default policy, by someone not exempt.
+fn evaluate(old: &Value, new: &Value) -> Evaluation {
+    evaluate_with(&Policy::default(), old, new, &Requester::default())
+}
+
 /// A PyTorchJob in the training-operator (runPolicy) layout.
 fn job() -> Value {
     json!({
@@ -50,7 +75,7 @@ fn edited(edit: impl FnOnce(&mut Value)) -> Value {
 }
 
 fn forbidden_of(old: &Value, new: &Value) -> Vec<String> {
-    let evaluation = Policy::default().evaluate(old, new);
+    let evaluation = evaluate(old, new);
     assert_eq!(evaluation.allowed(), evaluation.forbidden.is_empty());
     evaluation
         .forbidden
@@ -315,7 +340,7 @@ fn a_new_run_policy_is_examined_inside() {
         ptr(j, "/spec").as_object_mut().unwrap().remove("runPolicy");
     });
     let only_clean = edited(|j| *ptr(j, "/spec/runPolicy") = json!({"cleanPodPolicy": "All"}));
-    assert!(Policy::default().evaluate(&old, &only_clean).allowed());
+    assert!(evaluate(&old, &only_clean).allowed());
     let with_backoff = edited(|j| {
         *ptr(j, "/spec/runPolicy") = json!({"cleanPodPolicy": "All", "backoffLimit": 1})
     });
@@ -334,7 +359,7 @@ fn the_defaulted_suspend_of_a_new_run_policy_is_not_a_change() {
     let new = edited(|j| {
         *ptr(j, "/spec/runPolicy") = json!({"ttlSecondsAfterFinished": 600, "suspend": false});
     });
-    assert!(Policy::default().evaluate(&old, &new).allowed());
+    assert!(evaluate(&old, &new).allowed());
     // Suspending it is still a frozen change (what Kueue does).
     let suspended = edited(|j| {
         *ptr(j, "/spec/runPolicy") = json!({"ttlSecondsAfterFinished": 600, "suspend": true});
@@ -348,7 +373,7 @@ fn a_job_being_deleted_is_never_stuck() {
     let mut new = old.clone();
     *ptr(&mut new, "/spec/pytorchReplicaSpecs/Worker/replicas") = json!(0);
     ptr(&mut new, "/metadata")["finalizers"] = json!([]);
-    let evaluation = Policy::default().evaluate(&old, &new);
+    let evaluation = evaluate(&old, &new);
     assert!(evaluation.allowed());
     assert!(evaluation.being_deleted);
     assert_eq!(
@@ -364,7 +389,7 @@ fn changed_lists_updatable_leaves_too() {
         *ptr(j, "/metadata/labels/app") = json!("eval");
         *ptr(j, "/spec/runPolicy/backoffLimit") = json!(0);
     });
-    let evaluation = Policy::default().evaluate(&job(), &new);
+    let evaluation = evaluate(&job(), &new);
     let changed: Vec<String> = evaluation.changed.iter().map(ToString::to_string).collect();
     assert_eq!(
         changed,
