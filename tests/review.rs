@@ -643,7 +643,9 @@ fn a_dry_run_gets_the_same_answer_as_a_real_update() {
 /// the earlier fail-open path.
 #[test]
 fn unreadable_governed_updates_are_denied_naming_the_cause_through_every_door() {
-    let defects: [(&str, fn(&mut Value), &str); 4] = [
+    /// What is wrong, how to break a review that way, and what the denial must say.
+    type Defect = (&'static str, fn(&mut Value), &'static str);
+    let defects: [Defect; 4] = [
         (
             "dryRun is not a boolean",
             |r| r["request"]["dryRun"] = "yes".into(),
