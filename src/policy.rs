@@ -14,11 +14,13 @@
 
 pub mod diff;
 pub mod file;
+pub mod mode;
 pub mod path;
 
 use serde_json::Value;
 
 pub use diff::RawObject;
+pub use mode::Mode;
 pub use path::{FieldPath, FieldPattern, ParsePathError, PatternSegment, Segment};
 
 /// The most offending paths a denial message lists; the rest are counted. kubectl prints the
@@ -108,6 +110,7 @@ pub struct Policy {
     defaults: Vec<(FieldPattern, Value)>,
     exemptions: Vec<Exemption>,
     updatable_summary: String,
+    mode: Mode,
 }
 
 /// The fields the PyTorchJob update API lets change, in both the flat (pytorch-operator, CCI) and
@@ -171,6 +174,7 @@ impl Default for Policy {
                 .collect(),
             exemptions: Vec::new(),
             updatable_summary: DEFAULT_SUMMARY.to_owned(),
+            mode: Mode::default(),
         }
     }
 }
@@ -221,7 +225,18 @@ impl Policy {
             defaults,
             exemptions,
             updatable_summary,
+            mode: Mode::default(),
         }
+    }
+
+    /// This policy with another rollout mode (a new policy enforces).
+    pub fn with_mode(self, mode: Mode) -> Self {
+        Self { mode, ..self }
+    }
+
+    /// What is done with an update this policy would deny.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// The governed kind with this group and kind (any version).
