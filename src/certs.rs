@@ -126,7 +126,7 @@ pub fn generate(names: &[String]) -> Result<DevCertificates, CertError> {
     })
 }
 
-/// Where [`write`] put the files.
+/// Where [`write()`] put the files.
 #[derive(Clone, Debug)]
 pub struct WrittenCertificates {
     /// `DIR/ca.crt`.

@@ -2,7 +2,7 @@
 //!
 //! Kubernetes updates a mounted Secret or ConfigMap by swapping a `..data` symlink, which
 //! defeats naive file watches, so [`poll`] re-reads on an interval (like controller-runtime's
-//! certwatcher) and asks the [`Reloadable`] to rebuild only when the bytes changed. A rejected
+//! certwatcher) and asks the [`Source`] to rebuild only when the bytes changed. A rejected
 //! file never replaces the last good value: the server keeps running on what it had, logs the
 //! problem once, and counts it. [`PolicyStore`] is the policy file behind `--policy`; the TLS
 //! material is [`crate::tls::ReloadingConfig`].
