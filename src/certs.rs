@@ -41,14 +41,15 @@ pub const WEBHOOK_NAME: &str = "pytorchjob-guard.kubeflow.org";
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     /// rcgen refused the parameters (for example an invalid DNS name).
-    #[error("cannot generate certificates: {0}")]
+    #[error("cannot generate certificates")]
     Generate(#[from] rcgen::Error),
     /// The files could not be written.
-    #[error("cannot write {path}: {cause}")]
+    #[error("cannot write {path}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
         cause: io::Error,
     },
 }
@@ -125,7 +126,7 @@ pub fn generate(names: &[String]) -> Result<DevCertificates, CertError> {
     })
 }
 
-/// Where [`write`] put the files.
+/// Where [`write()`] put the files.
 #[derive(Clone, Debug)]
 pub struct WrittenCertificates {
     /// `DIR/ca.crt`.
@@ -147,6 +148,12 @@ pub fn write(dir: &Path, certs: &DevCertificates) -> Result<WrittenCertificates,
     )
 }
 
+/// A failure to write `path`.
+fn writing(path: &Path) -> impl FnOnce(io::Error) -> CertError {
+    let path = path.to_owned();
+    move |cause| CertError::Write { path, cause }
+}
+
 /// Write the CA, the serving certificate and the key to the given paths.
 pub fn write_files(
     ca: &Path,
@@ -156,24 +163,12 @@ pub fn write_files(
 ) -> Result<WrittenCertificates, CertError> {
     for path in [ca, cert, key] {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|cause| CertError::Write {
-                path: parent.to_owned(),
-                cause,
-            })?;
+            fs::create_dir_all(parent).map_err(writing(parent))?;
         }
     }
-    let put = |path: &Path, text: &str| {
-        fs::write(path, text).map_err(|cause| CertError::Write {
-            path: path.to_owned(),
-            cause,
-        })
-    };
-    put(ca, &certs.ca_pem)?;
-    put(cert, &certs.cert_pem)?;
-    write_private(key, &certs.key_pem).map_err(|cause| CertError::Write {
-        path: key.to_owned(),
-        cause,
-    })?;
+    fs::write(ca, &certs.ca_pem).map_err(writing(ca))?;
+    fs::write(cert, &certs.cert_pem).map_err(writing(cert))?;
+    write_private(key, &certs.key_pem).map_err(writing(key))?;
     Ok(WrittenCertificates {
         ca: ca.to_owned(),
         cert: cert.to_owned(),
@@ -206,10 +201,7 @@ pub fn write_with_kustomize_inputs(
 ) -> Result<WrittenCertificates, CertError> {
     let written = write(dir, certs)?;
     let patch = dir.join(CA_BUNDLE_PATCH_FILE);
-    fs::write(&patch, ca_bundle_patch(&certs.ca_pem)).map_err(|cause| CertError::Write {
-        path: patch.clone(),
-        cause,
-    })?;
+    fs::write(&patch, ca_bundle_patch(&certs.ca_pem)).map_err(writing(&patch))?;
     Ok(written)
 }
 
@@ -229,4 +221,29 @@ fn write_private(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> io::Result<()> {
     fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_failure_names_the_file_and_leaves_the_cause_to_the_source() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "").expect("a file");
+        let certs = generate(&["localhost".to_owned()]).expect("certificates");
+        // A directory cannot be created under a file.
+        let error = write(&blocker.join("sub"), &certs).expect_err("not writable");
+        let CertError::Write { path, cause } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(path, &blocker.join("sub"));
+        assert_eq!(
+            error.to_string(),
+            format!("cannot write {}", path.display())
+        );
+        let source = std::error::Error::source(&error).expect("the I/O error is the source");
+        assert_eq!(source.to_string(), cause.to_string());
+    }
 }

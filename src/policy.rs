@@ -16,6 +16,7 @@
 
 pub mod diff;
 pub mod file;
+pub mod mode;
 #[cfg(any(test, feature = "oracle"))]
 pub mod oracle;
 pub mod path;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use diff::RawObject;
+pub use mode::Mode;
 pub use path::{FieldPath, FieldPattern, ParsePathError, PatternSegment, Segment};
 
 /// The most offending paths a denial message lists; the rest are counted. kubectl prints the
@@ -114,6 +116,7 @@ pub struct Policy {
     defaults: Vec<(FieldPattern, Value)>,
     exemptions: Vec<Exemption>,
     updatable_summary: String,
+    mode: Mode,
 }
 
 /// The fields the PyTorchJob update API lets change, in both the flat (pytorch-operator, CCI) and
@@ -177,6 +180,7 @@ impl Default for Policy {
                 .collect(),
             exemptions: Vec::new(),
             updatable_summary: DEFAULT_SUMMARY.to_owned(),
+            mode: Mode::default(),
         }
     }
 }
@@ -227,7 +231,18 @@ impl Policy {
             defaults,
             exemptions,
             updatable_summary,
+            mode: Mode::default(),
         }
+    }
+
+    /// This policy with another rollout mode (a new policy enforces).
+    pub fn with_mode(self, mode: Mode) -> Self {
+        Self { mode, ..self }
+    }
+
+    /// What is done with an update this policy would deny.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// The governed kind with this group and kind (any version).

@@ -2,7 +2,7 @@
 //!
 //! Kubernetes updates a mounted Secret or ConfigMap by swapping a `..data` symlink, which
 //! defeats naive file watches, so [`poll`] re-reads on an interval (like controller-runtime's
-//! certwatcher) and asks the [`Reloadable`] to rebuild only when the bytes changed. A rejected
+//! certwatcher) and asks the [`Source`] to rebuild only when the bytes changed. A rejected
 //! file never replaces the last good value: the server keeps running on what it had, logs the
 //! problem once, and counts it. [`PolicyStore`] is the policy file behind `--policy`; the TLS
 //! material is [`crate::tls::ReloadingConfig`].
@@ -31,8 +31,9 @@ pub trait Source: Send + Sync + 'static {
     type Material: PartialEq + Send;
     /// What is built from it and served.
     type Value: Send + Sync;
-    /// Why reading or building failed.
-    type Error: std::fmt::Display + Send + 'static;
+    /// Why reading or building failed; its causes are its [`std::error::Error::source`]
+    /// chain, logged with it ([`Causes`]).
+    type Error: std::error::Error + Send + 'static;
 
     /// Read the material.
     fn read(&self) -> Result<Self::Material, Self::Error>;
@@ -144,9 +145,9 @@ pub async fn poll<S: Source>(
                 tracing::info!(what = target.source.what(), "reloaded from changed files");
             }
             Reload::Rejected(error) => {
-                let text = error.to_string();
+                let text = Causes(error).to_string();
                 if text != last_rejection {
-                    tracing::warn!(%error, what = target.source.what(), "changed files rejected; keeping the last good one");
+                    tracing::warn!(error = %text, what = target.source.what(), "changed files rejected; keeping the last good one");
                     last_rejection = text;
                 }
             }
@@ -155,23 +156,42 @@ pub async fn poll<S: Source>(
     }
 }
 
+/// An error and its causes joined by `: `, the way `{:#}` of an `anyhow::Error` prints it:
+/// what a log line needs, since an error's own message leaves its cause to the source.
+#[derive(Debug)]
+pub struct Causes<'a, E: ?Sized>(pub &'a E);
+
+impl<E: std::error::Error + ?Sized> std::fmt::Display for Causes<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// Why a policy file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {
     /// The file could not be read.
-    #[error("cannot read the policy {path}: {cause}")]
+    #[error("cannot read the policy {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
         cause: std::io::Error,
     },
     /// The file is not a valid policy.
-    #[error("{path}: {cause}")]
+    #[error("invalid policy {path}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong, with its line.
+        #[source]
         cause: PolicyFileError,
     },
 }
@@ -237,5 +257,52 @@ impl PolicyStore {
     /// Load a policy file; fails when it is unusable.
     pub fn from_file(path: &Path) -> Result<Self, PolicyLoadError> {
         Self::load(PolicySource::File(path.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_policy_names_the_file_and_its_causes_follow_once() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, "kinds: [").expect("a file");
+        let error = PolicyStore::from_file(&path).expect_err("not YAML");
+        assert!(matches!(
+            &error,
+            PolicyLoadError::Invalid {
+                cause: PolicyFileError::Syntax { .. },
+                ..
+            }
+        ));
+        assert_eq!(
+            error.to_string(),
+            format!("invalid policy {}", path.display())
+        );
+        let text = Causes(&error).to_string();
+        assert!(
+            text.starts_with(&format!(
+                "invalid policy {}: malformed policy document: did not find expected node content at line 2",
+                path.display()
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches("did not find").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn an_unreadable_policy_leaves_the_io_error_to_the_source() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("missing.yaml");
+        let error = PolicyStore::from_file(&path).expect_err("no such file");
+        let PolicyLoadError::Read { cause, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            Causes(&error).to_string(),
+            format!("cannot read the policy {}: {cause}", path.display())
+        );
     }
 }

@@ -20,10 +20,10 @@ use crate::reload::{Reloading, Source};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::UnixTime;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -60,20 +60,22 @@ pub struct TlsSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {cause}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
         cause: io::Error,
     },
     /// A PEM file held no usable item of the expected type.
-    #[error("{path}: {problem}")]
+    #[error("unusable PEM file {path}")]
     Pem {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        problem: String,
+        #[source]
+        problem: PemProblem,
     },
     /// The private key does not belong to the certificate.
     #[error("the private key {key} does not match the certificate {cert}")]
@@ -84,16 +86,42 @@ pub enum TlsError {
         key: PathBuf,
     },
     /// rustls rejected the material.
-    #[error("invalid TLS configuration: {0}")]
+    #[error("invalid TLS configuration")]
     Rustls(#[from] rustls::Error),
     /// The client CA bundle could not be used.
-    #[error("invalid client CA {path}: {problem}")]
+    #[error("invalid client CA {path}")]
     ClientCa {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        problem: String,
+        #[source]
+        problem: ClientCaProblem,
     },
+}
+
+/// What is wrong with a PEM file ([`TlsError::Pem`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PemProblem {
+    /// A block of the certificate chain does not parse.
+    #[error("not a PEM certificate chain")]
+    Certificates(#[source] pem::Error),
+    /// The file holds no certificate at all.
+    #[error("no CERTIFICATE block found")]
+    NoCertificate,
+    /// The file holds no private key that parses.
+    #[error("no usable private key")]
+    PrivateKey(#[source] pem::Error),
+}
+
+/// What is wrong with a client CA bundle ([`TlsError::ClientCa`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCaProblem {
+    /// A certificate in it cannot be a trust anchor.
+    #[error("a certificate cannot be a trust anchor")]
+    Anchor(#[source] rustls::Error),
+    /// No client certificate verifier can be built from it.
+    #[error("cannot verify client certificates with it")]
+    Verifier(#[source] VerifierBuilderError),
 }
 
 /// The one crypto provider: ring.
@@ -136,17 +164,15 @@ pub fn parse_certificates(
     path: &Path,
     pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |problem| TlsError::Pem {
+        path: path.to_owned(),
+        problem,
+    };
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            problem: format!("not a PEM certificate chain: {e}"),
-        })?;
+        .map_err(|e| pem_error(PemProblem::Certificates(e)))?;
     if certs.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_owned(),
-            problem: "no CERTIFICATE block found".to_owned(),
-        });
+        return Err(pem_error(PemProblem::NoCertificate));
     }
     Ok(certs)
 }
@@ -156,7 +182,7 @@ fn build(settings: &TlsSettings, material: &Material) -> Result<ServerConfig, Tl
     let chain = parse_certificates(&settings.cert, &material.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&material.key).map_err(|e| TlsError::Pem {
         path: settings.key.clone(),
-        problem: format!("no usable private key: {e}"),
+        problem: PemProblem::PrivateKey(e),
     })?;
     let signing_key = provider.key_provider.load_private_key(key)?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
@@ -174,19 +200,19 @@ fn build(settings: &TlsSettings, material: &Material) -> Result<ServerConfig, Tl
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let builder = match (&settings.client_ca, &material.client_ca) {
         (Some(path), Some(pem)) => {
+            let client_ca_error = |problem| TlsError::ClientCa {
+                path: path.clone(),
+                problem,
+            };
             let mut roots = RootCertStore::empty();
             for ca in parse_certificates(path, pem)? {
-                roots.add(ca).map_err(|e| TlsError::ClientCa {
-                    path: path.clone(),
-                    problem: e.to_string(),
-                })?;
+                roots
+                    .add(ca)
+                    .map_err(|e| client_ca_error(ClientCaProblem::Anchor(e)))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| TlsError::ClientCa {
-                    path: path.clone(),
-                    problem: e.to_string(),
-                })?;
+                .map_err(|e| client_ca_error(ClientCaProblem::Verifier(e)))?;
             match &settings.client_name {
                 Some(name) => builder.with_client_cert_verifier(Arc::new(NamedClientVerifier {
                     inner: verifier,

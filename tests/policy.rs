@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use pytorchjob_guard::admission;
-use pytorchjob_guard::policy::{Policy, file};
+use pytorchjob_guard::policy::{Mode, Policy, file};
 use pytorchjob_guard::record::{self, RecordDir, RecordSink};
-use pytorchjob_guard::reload::{PolicyStore, Reload};
+use pytorchjob_guard::reload::{Causes, PolicyLoadError, PolicyStore, Reload};
 use serde_json::{Value, json};
 
 const KUEUE: &str = "system:serviceaccount:kueue-system:kueue-controller-manager";
@@ -399,7 +399,9 @@ fn a_changed_policy_file_is_reloaded_and_a_broken_one_is_not() {
     std::fs::write(&path, "apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1\nkind: Policy\nkinds: []\nupdatable: []\n").unwrap();
     match store.reload() {
         Reload::Rejected(error) => {
-            assert!(error.to_string().contains("must not be empty"), "{error}")
+            let text = Causes(&error).to_string();
+            assert!(matches!(error, PolicyLoadError::Invalid { .. }), "{text}");
+            assert!(text.contains("must not be empty"), "{text}")
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
@@ -408,6 +410,45 @@ fn a_changed_policy_file_is_reloaded_and_a_broken_one_is_not() {
         "kueue",
         "the last good policy stays"
     );
+}
+
+#[test]
+fn a_changed_mode_takes_effect_on_reload_and_a_bad_one_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    let default = std::fs::read_to_string(repo("policies/default.yaml")).unwrap();
+    std::fs::write(&path, &default).unwrap();
+    let store = PolicyStore::from_file(&path).unwrap();
+    assert_eq!(store.current().mode(), Mode::Enforce, "enforce by default");
+
+    let with_mode =
+        |mode: &str| default.replace("kind: Policy\n", &format!("kind: Policy\nmode: {mode}\n"));
+    std::fs::write(&path, with_mode("warn")).unwrap();
+    assert!(matches!(store.reload(), Reload::Reloaded));
+    assert_eq!(store.current().mode(), Mode::Warn);
+
+    std::fs::write(&path, with_mode("block")).unwrap();
+    match store.reload() {
+        Reload::Rejected(error) => {
+            let text = Causes(&error).to_string();
+            assert!(
+                text.ends_with(
+                    "mode at line 6 column 7: unknown mode \"block\": expected one of enforce, warn, audit"
+                ),
+                "{text}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(
+        store.current().mode(),
+        Mode::Warn,
+        "the last good mode stays"
+    );
+
+    std::fs::write(&path, with_mode("audit")).unwrap();
+    assert!(matches!(store.reload(), Reload::Reloaded));
+    assert_eq!(store.current().mode(), Mode::Audit);
 }
 
 #[test]

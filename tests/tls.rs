@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use pytorchjob_guard::certs;
-use pytorchjob_guard::tls::{MinTlsVersion, Reload, ReloadingConfig, TlsError, TlsSettings};
+use pytorchjob_guard::reload::Causes;
+use pytorchjob_guard::tls::{
+    MinTlsVersion, PemProblem, Reload, ReloadingConfig, TlsError, TlsSettings,
+};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use support::*;
 
@@ -131,18 +134,71 @@ fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
     let b = fresh_certificates();
     std::fs::write(dir.path().join("tls.crt"), &a.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &b.key_pem).unwrap();
-    let settings = TlsSettings {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-        client_ca: None,
-        client_name: None,
-        min_version: MinTlsVersion::Tls12,
-    };
-    let error = ReloadingConfig::load(settings).expect_err("mismatch must be refused");
+    let error =
+        ReloadingConfig::load(settings_in(dir.path())).expect_err("mismatch must be refused");
     assert!(
         error.to_string().contains("does not match the certificate"),
         "{error}"
     );
+}
+
+/// `tls.crt` and `tls.key` in `dir`, TLS 1.2 and up, no client CA.
+fn settings_in(dir: &std::path::Path) -> TlsSettings {
+    TlsSettings {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        client_ca: None,
+        client_name: None,
+        min_version: MinTlsVersion::Tls12,
+    }
+}
+
+#[test]
+fn unusable_files_are_named_and_their_causes_follow_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_in(dir.path());
+    let refused = || ReloadingConfig::load(settings.clone()).expect_err("unusable files");
+
+    let missing = refused();
+    assert!(matches!(&missing, TlsError::Read { path, .. } if path == &settings.cert));
+    let read = format!("cannot read {}", settings.cert.display());
+    assert_eq!(missing.to_string(), read);
+    assert!(
+        Causes(&missing)
+            .to_string()
+            .starts_with(&format!("{read}: "))
+    );
+
+    let good = fresh_certificates();
+    std::fs::write(&settings.cert, "not a certificate").unwrap();
+    std::fs::write(&settings.key, &good.key_pem).unwrap();
+    let no_certificate = refused();
+    assert!(matches!(
+        &no_certificate,
+        TlsError::Pem { path, problem: PemProblem::NoCertificate } if path == &settings.cert
+    ));
+    assert_eq!(
+        Causes(&no_certificate).to_string(),
+        format!(
+            "unusable PEM file {}: no CERTIFICATE block found",
+            settings.cert.display()
+        )
+    );
+
+    std::fs::write(&settings.cert, &good.cert_pem).unwrap();
+    std::fs::write(&settings.key, "not a key").unwrap();
+    let no_key = refused();
+    assert!(matches!(
+        &no_key,
+        TlsError::Pem { path, problem: PemProblem::PrivateKey(_) } if path == &settings.key
+    ));
+    let text = Causes(&no_key).to_string();
+    let expected = format!(
+        "unusable PEM file {}: no usable private key: ",
+        settings.key.display()
+    );
+    assert!(text.starts_with(&expected), "{text}");
+    assert_eq!(text.matches("no usable private key").count(), 1, "{text}");
 }
 
 /// A client CA and client certificates signed by it (EKU clientAuth), like the API server's.
