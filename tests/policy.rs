@@ -152,18 +152,29 @@ fn the_default_preset_is_the_builtin_rule() {
     assert_eq!(file.updatable_summary(), builtin.updatable_summary());
 }
 
+/// hpa.yaml is the built-in rule plus one exemption; kueue.yaml is training-operator.yaml (every
+/// kind Kueue integrates with) plus one exemption. tests/crds.rs also keeps kueue.yaml's text
+/// equal to training-operator.yaml's above `exemptions:`.
 #[test]
-fn presets_are_the_default_rule_plus_one_exemption() {
-    let builtin = Policy::default();
-    for (name, identity) in [
-        ("kueue", "kueue-system:kueue-controller-manager"),
-        ("hpa", "kube-system:horizontal-pod-autoscaler"),
+fn presets_are_a_base_rule_plus_one_exemption() {
+    for (name, base, identity) in [
+        (
+            "kueue",
+            preset("training-operator"),
+            "kueue-system:kueue-controller-manager",
+        ),
+        (
+            "hpa",
+            Policy::default(),
+            "kube-system:horizontal-pod-autoscaler",
+        ),
     ] {
         let policy = preset(name);
-        assert_eq!(policy.kinds(), builtin.kinds(), "{name}");
-        assert_eq!(policy.updatable(), builtin.updatable(), "{name}");
-        assert_eq!(policy.not_compared(), builtin.not_compared(), "{name}");
-        assert_eq!(policy.defaults(), builtin.defaults(), "{name}");
+        assert!(base.exemptions().is_empty(), "{name}: its base has none");
+        assert_eq!(policy.kinds(), base.kinds(), "{name}");
+        assert_eq!(policy.updatable(), base.updatable(), "{name}");
+        assert_eq!(policy.not_compared(), base.not_compared(), "{name}");
+        assert_eq!(policy.defaults(), base.defaults(), "{name}");
         assert_eq!(policy.exemptions().len(), 1, "{name}");
         let exemption = &policy.exemptions()[0];
         assert_eq!(exemption.service_accounts, [identity], "{name}");
