@@ -321,49 +321,6 @@ fn scale_writes_are_judged_as_worker_replicas() {
 }
 
 #[test]
-fn tfjobs_and_mxjobs_are_one_line_each() {
-    let text = std::fs::read_to_string(repo("policies/default.yaml")).unwrap().replace(
-        "updatable:",
-        "  - {group: kubeflow.org, kind: TFJob, scaleReplicasPath: spec.tfReplicaSpecs.Worker.replicas}\n  - {group: kubeflow.org, kind: MXJob}\nupdatable:",
-    );
-    let policy = file::parse(&text).unwrap();
-    for (kind, specs) in [("TFJob", "tfReplicaSpecs"), ("MXJob", "mxReplicaSpecs")] {
-        let old = json!({"apiVersion": "kubeflow.org/v1", "kind": kind,
-            "metadata": {"name": "dist", "namespace": "ml", "labels": {"a": "b"}},
-            "spec": {specs: {"Worker": {"replicas": 2}}}});
-        let mut relabeled = old.clone();
-        relabeled["metadata"]["labels"]["a"] = "c".into();
-        assert_eq!(
-            answer(&policy, &update_review("l", ALICE, &old, &relabeled))["allowed"],
-            true,
-            "{kind}"
-        );
-        let mut scaled = old.clone();
-        scaled["spec"][specs]["Worker"]["replicas"] = 5.into();
-        let response = answer(&policy, &update_review("r", ALICE, &old, &scaled));
-        assert_eq!(
-            denied_fields(&response),
-            [format!("spec.{specs}.Worker.replicas")],
-            "{kind}"
-        );
-        assert!(
-            response["status"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{kind} ml/dist: "))
-        );
-        // The built-in policy governs PyTorchJobs only.
-        assert_eq!(
-            answer(
-                &Policy::default(),
-                &update_review("r", ALICE, &old, &scaled)
-            )["allowed"],
-            true
-        );
-    }
-}
-
-#[test]
 fn every_decision_about_a_governed_kind_carries_audit_annotations() {
     let old = suspended_kueue_job();
     let mut new = old.clone();
