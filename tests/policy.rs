@@ -152,18 +152,29 @@ fn the_default_preset_is_the_builtin_rule() {
     assert_eq!(file.updatable_summary(), builtin.updatable_summary());
 }
 
+/// hpa.yaml is the built-in rule plus one exemption; kueue.yaml is training-operator.yaml (every
+/// kind Kueue integrates with) plus one exemption. tests/crds.rs also keeps kueue.yaml's text
+/// equal to training-operator.yaml's above `exemptions:`.
 #[test]
-fn presets_are_the_default_rule_plus_one_exemption() {
-    let builtin = Policy::default();
-    for (name, identity) in [
-        ("kueue", "kueue-system:kueue-controller-manager"),
-        ("hpa", "kube-system:horizontal-pod-autoscaler"),
+fn presets_are_a_base_rule_plus_one_exemption() {
+    for (name, base, identity) in [
+        (
+            "kueue",
+            preset("training-operator"),
+            "kueue-system:kueue-controller-manager",
+        ),
+        (
+            "hpa",
+            Policy::default(),
+            "kube-system:horizontal-pod-autoscaler",
+        ),
     ] {
         let policy = preset(name);
-        assert_eq!(policy.kinds(), builtin.kinds(), "{name}");
-        assert_eq!(policy.updatable(), builtin.updatable(), "{name}");
-        assert_eq!(policy.not_compared(), builtin.not_compared(), "{name}");
-        assert_eq!(policy.defaults(), builtin.defaults(), "{name}");
+        assert!(base.exemptions().is_empty(), "{name}: its base has none");
+        assert_eq!(policy.kinds(), base.kinds(), "{name}");
+        assert_eq!(policy.updatable(), base.updatable(), "{name}");
+        assert_eq!(policy.not_compared(), base.not_compared(), "{name}");
+        assert_eq!(policy.defaults(), base.defaults(), "{name}");
         assert_eq!(policy.exemptions().len(), 1, "{name}");
         let exemption = &policy.exemptions()[0];
         assert_eq!(exemption.service_accounts, [identity], "{name}");
@@ -307,49 +318,6 @@ fn scale_writes_are_judged_as_worker_replicas() {
     let same = answer(&builtin, &scale_review("s4", ALICE, 3, 3));
     assert_eq!(same["allowed"], true);
     assert!(same.get("warnings").is_none());
-}
-
-#[test]
-fn tfjobs_and_mxjobs_are_one_line_each() {
-    let text = std::fs::read_to_string(repo("policies/default.yaml")).unwrap().replace(
-        "updatable:",
-        "  - {group: kubeflow.org, kind: TFJob, scaleReplicasPath: spec.tfReplicaSpecs.Worker.replicas}\n  - {group: kubeflow.org, kind: MXJob}\nupdatable:",
-    );
-    let policy = file::parse(&text).unwrap();
-    for (kind, specs) in [("TFJob", "tfReplicaSpecs"), ("MXJob", "mxReplicaSpecs")] {
-        let old = json!({"apiVersion": "kubeflow.org/v1", "kind": kind,
-            "metadata": {"name": "dist", "namespace": "ml", "labels": {"a": "b"}},
-            "spec": {specs: {"Worker": {"replicas": 2}}}});
-        let mut relabeled = old.clone();
-        relabeled["metadata"]["labels"]["a"] = "c".into();
-        assert_eq!(
-            answer(&policy, &update_review("l", ALICE, &old, &relabeled))["allowed"],
-            true,
-            "{kind}"
-        );
-        let mut scaled = old.clone();
-        scaled["spec"][specs]["Worker"]["replicas"] = 5.into();
-        let response = answer(&policy, &update_review("r", ALICE, &old, &scaled));
-        assert_eq!(
-            denied_fields(&response),
-            [format!("spec.{specs}.Worker.replicas")],
-            "{kind}"
-        );
-        assert!(
-            response["status"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{kind} ml/dist: "))
-        );
-        // The built-in policy governs PyTorchJobs only.
-        assert_eq!(
-            answer(
-                &Policy::default(),
-                &update_review("r", ALICE, &old, &scaled)
-            )["allowed"],
-            true
-        );
-    }
 }
 
 #[test]
