@@ -21,7 +21,7 @@ pub mod response;
 pub use decision::{Decision, Outcome, Reason, Skip, Summary, Undecidable, Verdict};
 pub use request::{Request, ReviewVersion};
 
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 
 /// Why a body could not be answered with an AdmissionReview.
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +70,17 @@ pub struct Reviewed {
     pub decision: Decision,
 }
 
-/// Decode an AdmissionReview, decide it under `policy`, and serialize the response review.
+/// Decode an AdmissionReview, decide it under `policy` in the policy's own mode, and serialize
+/// the response review.
 pub fn review(policy: &Policy, body: &[u8]) -> Result<Reviewed, ReviewError> {
+    review_in(policy, policy.mode(), body)
+}
+
+/// [`review`] in `mode` (a `/validate/<mode>` path, or `--mode`), whatever the policy's own.
+pub fn review_in(policy: &Policy, mode: Mode, body: &[u8]) -> Result<Reviewed, ReviewError> {
     let decision = match request::read(body)? {
-        request::Read::Typed(request) => decision::decide(policy, &request),
-        request::Read::Loose(loose, error) => decision::decide_loose(policy, &loose, error),
+        request::Read::Typed(request) => decision::decide(policy, mode, &request),
+        request::Read::Loose(loose, error) => decision::decide_loose(policy, mode, &loose, error),
     };
     let body = response::render(&decision, policy).map_err(ReviewError::Encode)?;
     Ok(Reviewed { body, decision })

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::admission::{self, Reason, Verdict};
 use crate::certs;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 use crate::record::{self, RecordDir, Recorder};
 use crate::reload::{self, PolicyStore, Reload};
 use crate::server::{self, AppState, Health};
@@ -149,20 +149,28 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
-/// A policy file for the offline commands.
+/// A policy file and a mode for the offline commands.
 #[derive(Debug, Args)]
 pub struct PolicyArg {
     /// Policy file (YAML or JSON); the built-in rule when absent.
     #[arg(long, env = "PYTORCHJOB_GUARD_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Decide in this rollout mode instead of the policy's own (`mode:`, enforce when absent):
+    /// e.g. `--mode enforce` to see what enforce would deny.
+    #[arg(long, env = "PYTORCHJOB_GUARD_MODE", value_enum)]
+    pub mode: Option<Mode>,
 }
 
 impl PolicyArg {
     fn load(&self) -> anyhow::Result<Policy> {
-        match &self.policy {
-            Some(path) => Ok(PolicyStore::from_file(path)?.current().as_ref().clone()),
-            None => Ok(Policy::default()),
-        }
+        let policy = match &self.policy {
+            Some(path) => PolicyStore::from_file(path)?.current().as_ref().clone(),
+            None => Policy::default(),
+        };
+        Ok(match self.mode {
+            Some(mode) => policy.with_mode(mode),
+            None => policy,
+        })
     }
 }
 
@@ -464,14 +472,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let decision = admission::review(&policy, &serde_json::to_vec(&review)?)?.decision;
     let outcome = &decision.outcome;
     let mut out = std::io::stdout().lock();
+    let message = || admission::response::message(&decision, &policy);
     match decision.verdict() {
         Verdict::Denied => {
-            let message = admission::response::message(&decision, &policy);
-            writeln!(out, "denied: {message}")?;
+            writeln!(out, "denied: {}", message())?;
             for path in outcome.forbidden() {
                 writeln!(out, "  {path}")?;
             }
             Ok(EXIT_DENIED)
+        }
+        Verdict::WouldDeny => {
+            let mode = decision.mode;
+            writeln!(
+                out,
+                "allowed in {mode} mode; enforce would deny: {}",
+                message()
+            )?;
+            for path in outcome.forbidden() {
+                writeln!(out, "  {path}")?;
+            }
+            Ok(EXIT_OK)
         }
         Verdict::Allowed => {
             let why = match decision.reason() {

@@ -30,7 +30,10 @@ pub enum VerdictLabel {
     allowed,
     /// Answered denied by the policy.
     denied,
-    /// Could not be judged: a malformed body (HTTP 4xx) or an undecidable review.
+    /// Allowed because the mode (`warn`, `audit`) only reports: `enforce` would deny it.
+    would_deny,
+    /// Could not be judged: a malformed body (HTTP 4xx) or an undecidable review (denied in
+    /// `enforce`, allowed in `warn` and `audit`, counted here in every mode).
     error,
 }
 
@@ -365,6 +368,7 @@ impl Metrics {
             (Outcome::Undecidable(_), _) => VerdictLabel::error,
             (_, Verdict::Allowed) => VerdictLabel::allowed,
             (_, Verdict::Denied) => VerdictLabel::denied,
+            (_, Verdict::WouldDeny) => VerdictLabel::would_deny,
         };
         self.reviews
             .get_or_create(&ReviewLabels {
@@ -411,17 +415,7 @@ impl Metrics {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
-    /// The route label of a request path: one of the routes, or `other`.
-    pub fn route_of(path: &str) -> &'static str {
-        match path {
-            "/validate" => "/validate",
-            "/healthz" => "/healthz",
-            "/readyz" => "/readyz",
-            _ => "other",
-        }
-    }
-
-    /// Record one HTTP request's duration (`route` from [`Metrics::route_of`]).
+    /// Record one HTTP request's duration (`route`: one of the server's routes, or `other`).
     pub fn observe_http(&self, route: &'static str, code: u16, seconds: f64) {
         self.http_duration
             .get_or_create(&HttpLabels { route, code })

@@ -319,9 +319,9 @@ pub struct ReplayRow {
     pub record: String,
     /// `PyTorchJob ns/name` (or the request kind for other objects).
     pub object: String,
-    /// `allowed` or `denied`, as recorded.
+    /// `allowed`, `denied` or `would-deny`, as recorded.
     pub before: &'static str,
-    /// `allowed` or `denied`, now.
+    /// `allowed`, `denied` or `would-deny`, now.
     pub after: &'static str,
     /// Paths denied now that were not.
     pub newly_denied: Vec<String>,
@@ -377,10 +377,48 @@ struct RecordedResponse {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RecordedAnswer {
     allowed: bool,
     #[serde(default)]
     status: RecordedStatus,
+    #[serde(default)]
+    audit_annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl RecordedAnswer {
+    /// The recorded verdict: a `warn` or `audit` answer says `would-deny` in its annotations.
+    fn verdict(&self) -> Verdict {
+        let annotated = self.audit_annotations.get("verdict").map(String::as_str);
+        match (self.allowed, annotated) {
+            (false, _) => Verdict::Denied,
+            (true, Some("would-deny")) => Verdict::WouldDeny,
+            (true, _) => Verdict::Allowed,
+        }
+    }
+
+    /// The fields the rule denied: the causes of a denial, or the `denied-fields` annotation
+    /// of a would-be denial.
+    fn denied(self) -> Vec<String> {
+        if !self.allowed {
+            return self
+                .status
+                .details
+                .causes
+                .into_iter()
+                .map(|c| c.field)
+                .collect();
+        }
+        let listed = self.audit_annotations.get("denied-fields");
+        listed
+            .map(|list| {
+                list.split(", ")
+                    .filter(|p| !(p.starts_with("and ") && p.ends_with(" more")))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -430,34 +468,21 @@ pub fn replay(dir: &Path, policy: &Policy) -> Result<Vec<ReplayRow>, ReplayError
                 source,
             })?
             .decision;
-        let then_denied: Vec<String> = then
-            .response
-            .status
-            .details
-            .causes
-            .into_iter()
-            .map(|cause| cause.field)
-            .collect();
+        let before = then.response.verdict().as_str();
+        let then_denied = then.response.denied();
         let now_denied: Vec<String> = now
             .outcome
             .forbidden()
             .iter()
             .map(ToString::to_string)
             .collect();
-        let verdict = |allowed: bool| {
-            if allowed {
-                Verdict::Allowed
-            } else {
-                Verdict::Denied
-            }
-        };
         rows.push(ReplayRow {
             record: path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             object: now.summary.subject().to_string(),
-            before: verdict(then.response.allowed).as_str(),
+            before,
             after: now.verdict().as_str(),
             newly_denied: now_denied
                 .iter()

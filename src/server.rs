@@ -33,7 +33,7 @@ pub use listener::{serve, serve_metrics, shutdown_signal};
 
 use crate::admission::{self, Decision, ReviewError};
 use crate::metrics::{self, Metrics, RejectReason};
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 use crate::record::Recorder;
 use crate::reload::PolicyStore;
 
@@ -240,7 +240,7 @@ impl Drop for InFlight {
 async fn observe_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let _in_flight = InFlight::start(&state);
     let started = Instant::now();
-    let route = Metrics::route_of(request.uri().path());
+    let route = route_label(request.uri().path());
     let response = next.run(request).await;
     state.metrics.observe_http(
         route,
@@ -250,10 +250,40 @@ async fn observe_request(State(state): State<AppState>, request: Request, next: 
     response
 }
 
+/// The review paths and the mode each decides in: `/validate` in the policy's own mode, and
+/// `/validate/<mode>` in that mode whatever the policy says. The manifests register one webhook
+/// entry per path, each selecting namespaces by their `pytorchjob-guard.kubeflow.org/mode`
+/// label, so the API server picks a namespace's mode.
+pub const REVIEW_ROUTES: [(&str, Option<Mode>); 4] = [
+    ("/validate", None),
+    ("/validate/enforce", Some(Mode::Enforce)),
+    ("/validate/warn", Some(Mode::Warn)),
+    ("/validate/audit", Some(Mode::Audit)),
+];
+
+/// The route label of a request path, for metrics: one of the routes, or `other` (bounded).
+fn route_label(path: &str) -> &'static str {
+    let review = REVIEW_ROUTES.iter().map(|(route, _)| *route);
+    review
+        .chain(["/healthz", "/readyz"])
+        .find(|route| *route == path)
+        .unwrap_or("other")
+}
+
 /// The webhook's routes, with panic catching and metrics. Usable without TLS (`oneshot` tests).
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/validate", post(validate))
+    let mut routes = Router::new();
+    for (path, mode) in REVIEW_ROUTES {
+        routes = routes.route(
+            path,
+            post(
+                move |State(state): State<AppState>, headers: HeaderMap, body: Body| {
+                    validate(state, mode, headers, body)
+                },
+            ),
+        );
+    }
+    let routes = routes
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .method_not_allowed_fallback(method_not_allowed)
@@ -414,8 +444,8 @@ async fn read_body(
     }
 }
 
-async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match review_request(&state, &headers, body).await {
+async fn validate(state: AppState, mode: Option<Mode>, headers: HeaderMap, body: Body) -> Response {
+    match review_request(&state, mode, &headers, body).await {
         Ok(response) => response,
         Err(error) => {
             state.metrics.observe_unreviewable(error.reject_reason());
@@ -426,6 +456,7 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body)
 
 async fn review_request(
     state: &AppState,
+    mode: Option<Mode>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ServeError> {
@@ -436,7 +467,8 @@ async fn review_request(
     }
     let started = Instant::now();
     let policy = state.policy.current();
-    let reviewed = admission::review(&policy, &bytes)?;
+    let mode = mode.unwrap_or_else(|| policy.mode());
+    let reviewed = admission::review_in(&policy, mode, &bytes)?;
     let decision = &reviewed.decision;
     state
         .metrics
@@ -497,9 +529,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    let allowed = match uri.path() {
-        "/validate" => "POST",
-        _ => "GET",
+    let allowed = match route_label(uri.path()) {
+        "/healthz" | "/readyz" => "GET",
+        _ => "POST",
     };
     let mut response = text(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -518,7 +550,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     text(
         StatusCode::NOT_FOUND,
         format!(
-            "no route for {}: the webhook serves POST /validate, GET /healthz and GET /readyz\n",
+            "no route for {}: the webhook serves POST /validate (and /validate/enforce, /validate/warn, /validate/audit), GET /healthz and GET /readyz\n",
             uri.path()
         ),
     )

@@ -617,10 +617,8 @@ async fn assert_is_a_webhook_route(path: &str) {
     }
 }
 
-/// The mode entries' paths. Ignored until the server serves `/validate/{enforce,warn,audit}`
-/// (issue 11, server side): run with `cargo test --test manifests -- --ignored`.
+/// Every mode entry's path is a review route of the server.
 #[tokio::test]
-#[ignore = "needs the server's /validate/<mode> routes (issue 11)"]
 async fn every_mode_entry_path_is_a_route_of_the_server() {
     for webhook in base().webhooks() {
         assert_is_a_webhook_route(entry_path(webhook)).await;

@@ -460,6 +460,7 @@ fn responses_state_the_expected_facts() {
         );
 
         match case.verdict {
+            Verdict::WouldDeny => panic!("{name}: the goldens here are in enforce mode"),
             Verdict::Allowed => {
                 let status = response.pointer("/response/status");
                 assert!(

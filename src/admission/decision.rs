@@ -17,7 +17,9 @@ use serde::de::{Error as _, Unexpected};
 use serde_json::Value;
 
 use super::request::{LooseRequest, Request, ReviewVersion};
-use crate::policy::{Evaluation, FieldPath, GovernedKind, Policy, RawObject, Requester, diff};
+use crate::policy::{
+    Evaluation, FieldPath, GovernedKind, Mode, Policy, RawObject, Requester, diff,
+};
 
 /// The verdict of one review.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,15 +28,24 @@ pub enum Verdict {
     Allowed,
     /// The request is denied.
     Denied,
+    /// The request may proceed only because the mode (`warn`, `audit`) reports instead of
+    /// denying: `enforce` would deny it.
+    WouldDeny,
 }
 
 impl Verdict {
-    /// `allowed` or `denied`.
+    /// `allowed`, `denied` or `would-deny` (as the audit annotation says it).
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allowed => "allowed",
             Verdict::Denied => "denied",
+            Verdict::WouldDeny => "would-deny",
         }
+    }
+
+    /// Whether the response lets the request proceed.
+    pub fn allows(self) -> bool {
+        self != Verdict::Denied
     }
 }
 
@@ -231,7 +242,7 @@ pub enum Outcome {
 const NO_PATHS: &[FieldPath] = &[];
 
 impl Outcome {
-    /// Allowed or denied.
+    /// What `enforce` answers: allowed or denied.
     pub fn verdict(&self) -> Verdict {
         match self {
             Outcome::Skipped(_) => Verdict::Allowed,
@@ -291,14 +302,21 @@ impl Outcome {
 pub struct Decision {
     /// The request.
     pub summary: Summary,
-    /// The outcome.
+    /// The outcome, as the rule judges it in every mode.
     pub outcome: Outcome,
+    /// What is done with a denial: `enforce` sends it; `warn` and `audit` allow the request and
+    /// report what enforce would have denied.
+    pub mode: Mode,
 }
 
 impl Decision {
-    /// Allowed or denied.
+    /// What the response says: the outcome's verdict in `enforce`; in `warn` and `audit`, a
+    /// denial becomes [`Verdict::WouldDeny`] (allowed).
     pub fn verdict(&self) -> Verdict {
-        self.outcome.verdict()
+        match (self.outcome.verdict(), self.mode) {
+            (Verdict::Denied, Mode::Warn | Mode::Audit) => Verdict::WouldDeny,
+            (verdict, _) => verdict,
+        }
     }
 
     /// Why.
@@ -347,8 +365,8 @@ fn route(summary: &Summary) -> Route<'_> {
     }
 }
 
-/// Decide a request kube's types read.
-pub fn decide(policy: &Policy, request: &Request<'_>) -> Decision {
+/// Decide a request kube's types read, in `mode`.
+pub fn decide(policy: &Policy, mode: Mode, request: &Request<'_>) -> Decision {
     let sub_resource = request.sub_resource.as_deref();
     let summary = Summary {
         uid: request.uid.clone(),
@@ -368,12 +386,21 @@ pub fn decide(policy: &Policy, request: &Request<'_>) -> Decision {
         Route::Update => judge_update(policy, request),
         Route::Scale(replicas) => judge_scale(policy, request, replicas),
     };
-    Decision { summary, outcome }
+    Decision {
+        summary,
+        outcome,
+        mode,
+    }
 }
 
 /// Decide a request kube's types reject (`error`): denied with the cause where the rule
 /// applies, allowed where it does not — the same lookup and routing as [`decide`].
-pub fn decide_loose(policy: &Policy, request: &LooseRequest, error: serde_json::Error) -> Decision {
+pub fn decide_loose(
+    policy: &Policy,
+    mode: Mode,
+    request: &LooseRequest,
+    error: serde_json::Error,
+) -> Decision {
     let (kind, resource, subresource) =
         (request.kind(), request.resource(), request.sub_resource());
     let governed = governing(policy, &kind, &resource, subresource.as_deref()).cloned();
@@ -394,7 +421,11 @@ pub fn decide_loose(policy: &Policy, request: &LooseRequest, error: serde_json::
         Route::Skip(skip) => Outcome::Skipped(skip),
         Route::Update | Route::Scale(_) => Outcome::Undecidable(Undecidable::Unreadable(error)),
     };
-    Decision { summary, outcome }
+    Decision {
+        summary,
+        outcome,
+        mode,
+    }
 }
 
 /// Who sent the request, for exemptions.

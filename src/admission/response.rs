@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use super::decision::{Decision, Outcome};
-use crate::policy::{FieldPath, MAX_CAUSES, Policy, list_paths};
+use super::decision::{Decision, Outcome, Verdict};
+use crate::policy::{FieldPath, MAX_CAUSES, Mode, Policy, list_paths};
 
 /// Paths listed in a warning (kubectl prints warnings whole; the API asks for ≤ 120 chars).
 const MAX_PATHS_IN_WARNING: usize = 4;
@@ -105,9 +105,10 @@ fn serialize_causes<S: Serializer>(paths: &&[FieldPath], serializer: S) -> Resul
 pub fn render(decision: &Decision, policy: &Policy) -> Result<Vec<u8>, serde_json::Error> {
     let summary = &decision.summary;
     let outcome = &decision.outcome;
+    let verdict = decision.verdict();
     let status = match outcome {
+        _ if verdict.allows() => Status::default(),
         Outcome::Skipped(_) => Status::default(),
-        Outcome::Judged { .. } if outcome.forbidden().is_empty() => Status::default(),
         Outcome::Judged { object_uid, .. } => failure(
             message(decision, policy),
             Details {
@@ -124,7 +125,7 @@ pub fn render(decision: &Decision, policy: &Policy) -> Result<Vec<u8>, serde_jso
         api_version: summary.version.as_str(),
         kind: "AdmissionReview",
         response: Response {
-            allowed: status.code == 0,
+            allowed: verdict.allows(),
             audit_annotations: audit_annotations(decision),
             status,
             uid: &summary.uid,
@@ -146,7 +147,7 @@ fn failure<'a>(message: String, details: Details<'a>) -> Status<'a> {
 }
 
 /// The message of a denial, as kubectl shows it after `denied the request: ` (empty when the
-/// request is allowed):
+/// rule allows the request; in `warn` and `audit`, what `enforce` would have said):
 /// `PyTorchJob kube-test/pytorch-test: these fields cannot be updated: a, b and 3 more; only …`.
 pub fn message(decision: &Decision, policy: &Policy) -> String {
     let subject = decision.summary.subject();
@@ -159,18 +160,36 @@ pub fn message(decision: &Decision, policy: &Policy) -> String {
     }
 }
 
-/// The warnings kubectl prints: which frozen fields an exemption let change.
+/// The warnings kubectl prints (`Warning: …`), each within [`MAX_WARNING_CHARS`], at most two:
+/// in `warn` mode, what `enforce` would deny; and which frozen fields an exemption let change.
 fn warnings(decision: &Decision) -> Vec<String> {
     let outcome = &decision.outcome;
-    if outcome.exempted().is_empty() {
-        return Vec::new();
+    let mut warnings = Vec::new();
+    if decision.mode == Mode::Warn && decision.verdict() == Verdict::WouldDeny {
+        let why = match outcome {
+            Outcome::Undecidable(cause) => super::error_chain(cause),
+            _ => {
+                let forbidden = outcome.forbidden();
+                let noun = if forbidden.len() == 1 {
+                    "this field cannot be updated"
+                } else {
+                    "these fields cannot be updated"
+                };
+                format!("{noun}: {}", list_paths(forbidden, MAX_PATHS_IN_WARNING))
+            }
+        };
+        let warning = format!("pytorchjob-guard warn mode: enforce would deny this update: {why}");
+        warnings.push(truncate(warning, MAX_WARNING_CHARS));
     }
-    let warning = format!(
-        "pytorchjob-guard: exemption {} allowed frozen fields to change: {}",
-        outcome.exemptions().join(", "),
-        list_paths(outcome.exempted(), MAX_PATHS_IN_WARNING)
-    );
-    vec![truncate(warning, MAX_WARNING_CHARS)]
+    if !outcome.exempted().is_empty() {
+        let warning = format!(
+            "pytorchjob-guard: exemption {} allowed frozen fields to change: {}",
+            outcome.exemptions().join(", "),
+            list_paths(outcome.exempted(), MAX_PATHS_IN_WARNING)
+        );
+        warnings.push(truncate(warning, MAX_WARNING_CHARS));
+    }
+    warnings
 }
 
 /// Audit annotations for every decision about a governed kind, so the cluster's audit log
@@ -184,8 +203,11 @@ fn audit_annotations(decision: &Decision) -> BTreeMap<&'static str, String> {
     let mut put = |key: &'static str, value: String| {
         annotations.insert(key, truncate(value, MAX_AUDIT_VALUE_CHARS));
     };
-    put("verdict", outcome.verdict().as_str().to_owned());
+    put("verdict", decision.verdict().as_str().to_owned());
     put("reason", outcome.reason().as_str().to_owned());
+    if decision.mode != Mode::Enforce {
+        put("mode", decision.mode.as_str().to_owned());
+    }
     if !outcome.changed().is_empty() {
         put(
             "changed-fields",
