@@ -31,7 +31,7 @@ mod listener;
 
 pub use listener::{serve, serve_metrics, shutdown_signal};
 
-use crate::admission::{self, Decision, ReviewError};
+use crate::admission::{self, Decision, Outcome, ReviewError, Verdict};
 use crate::metrics::{self, Metrics, RejectReason};
 use crate::policy::{Mode, Policy};
 use crate::record::Recorder;
@@ -487,7 +487,8 @@ async fn review_request(
         .into_response())
 }
 
-/// One event per decision: who asked what, and the verdict. Never object contents.
+/// One event per decision: who asked what, and the verdict. Never object contents. A review
+/// that could not be judged and was let through (`warn`, `audit`) is also logged as an error.
 pub fn log_decision(decision: &Decision) {
     let s = &decision.summary;
     // Field values are only evaluated when the event is enabled: no formatting when INFO is off.
@@ -499,11 +500,22 @@ pub fn log_decision(decision: &Decision) {
         name = %s.name,
         user = %s.user,
         dry_run = s.dry_run,
+        mode = decision.mode.as_str(),
         verdict = decision.verdict().as_str(),
         reason = decision.reason().as_str(),
         denied = ?decision.outcome.forbidden().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "admission review"
     );
+    if let (Outcome::Undecidable(cause), Verdict::WouldDeny) =
+        (&decision.outcome, decision.verdict())
+    {
+        tracing::error!(
+            uid = %s.uid,
+            mode = decision.mode.as_str(),
+            error = %admission::error_chain(cause),
+            "admission review could not be judged; allowed only because of the mode"
+        );
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use pytorchjob_guard::certs::{self, DevCertificates};
 use pytorchjob_guard::metrics::Metrics;
 use pytorchjob_guard::policy::Policy;
+use pytorchjob_guard::record::{self, RecordSink, Recorder};
 use pytorchjob_guard::server::{self, AppState, Health, Limits};
 use pytorchjob_guard::tls::{self, MinTlsVersion, Reload, ReloadingConfig, TlsSettings};
 use rustls::pki_types::ServerName;
@@ -61,6 +62,10 @@ pub struct Options {
     pub drain_delay: Duration,
     /// The server's bounds (the production ones by default).
     pub limits: Limits,
+    /// The policy (the built-in one by default).
+    pub policy: Option<Policy>,
+    /// Record governed reviews into this sink (`serve --record`).
+    pub record_into: Option<Box<dyn RecordSink>>,
 }
 
 impl TestServer {
@@ -94,8 +99,14 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
-        let state = AppState::new(Arc::new(Policy::default()), health.clone(), metrics.clone())
+        let policy = options.policy.unwrap_or_default();
+        let mut state = AppState::new(Arc::new(policy), health.clone(), metrics.clone())
             .with_limits(options.limits);
+        if let Some(sink) = options.record_into {
+            let recorder = Recorder::start(sink, record::DEFAULT_MAX_FILE_BYTES, metrics.clone())
+                .expect("start the recorder");
+            state = state.with_recorder(Arc::new(recorder));
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let (stop_poll, poll_stopped) = oneshot::channel::<()>();
         if let Some(every) = options.reload_every {
