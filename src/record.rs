@@ -558,7 +558,7 @@ mod tests {
     /// A sink that blocks every write until the test lets it go: a stalled disk.
     struct Stalled {
         release: std::sync::mpsc::Receiver<()>,
-        written: Arc<AtomicUsize>,
+        written: std::sync::mpsc::Sender<()>,
     }
 
     impl RecordSink for Stalled {
@@ -566,7 +566,7 @@ mod tests {
             self.release
                 .recv()
                 .map_err(|_| io::Error::other("the test ended"))?;
-            self.written.fetch_add(1, Ordering::SeqCst);
+            let _ = self.written.send(());
             Ok(())
         }
     }
@@ -583,11 +583,11 @@ mod tests {
     #[test]
     fn a_stalled_writer_bounds_the_queue_and_counts_what_it_drops() {
         let (release, stalled) = std::sync::mpsc::channel();
-        let written = Arc::new(AtomicUsize::new(0));
+        let (written, writes) = std::sync::mpsc::channel();
         let metrics = Arc::new(Metrics::new());
         let sink = Stalled {
             release: stalled,
-            written: written.clone(),
+            written,
         };
         let recorder = Recorder::start(sink, 1024 * 1024, metrics.clone()).unwrap();
         let review = Bytes::from(vec![b' '; 512 * 1024]);
@@ -614,11 +614,17 @@ mod tests {
             release.send(()).unwrap();
         }
         drop(recorder);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while written.load(Ordering::SeqCst) < held && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
+        for n in 0..held {
+            let wrote = writes.recv_timeout(std::time::Duration::from_secs(10));
+            assert!(wrote.is_ok(), "record {n} of {held} written");
         }
-        assert_eq!(written.load(Ordering::SeqCst), held);
+        drop(release);
+        assert!(
+            writes
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_err(),
+            "nothing more: the writer ends with the queue"
+        );
     }
 
     #[test]

@@ -484,3 +484,52 @@ async fn a_panic_in_a_handler_is_a_500_for_that_request_only() {
     assert!(!served.is_finished(), "the server lives on");
     served.abort();
 }
+
+/// A disk that never finishes a write: the recorder's writer blocks on its first record.
+struct StalledDisk(std::sync::mpsc::Receiver<()>);
+
+impl pytorchjob_guard::record::RecordSink for StalledDisk {
+    fn write(&mut self, _: &[u8], _: &[u8]) -> std::io::Result<()> {
+        self.0
+            .recv()
+            .map_err(|_| std::io::Error::other("the test ended"))
+    }
+}
+
+/// `serve --record` with a stalled disk: every review is still answered within the bound,
+/// what cannot be queued is dropped and counted, and memory stays bounded by the queue.
+#[tokio::test]
+async fn a_stalled_record_disk_never_holds_up_a_review() {
+    let (_release, stalled) = std::sync::mpsc::channel::<()>();
+    let server = TestServer::start_with(Options {
+        record_into: Some(Box::new(StalledDisk(stalled))),
+        ..Options::default()
+    })
+    .await;
+    let mut h1 = server.http1().await;
+    // Each review carries a 64 KiB annotation: 400 of them are 25 MiB, beyond the queue's
+    // byte bound (`record::QUEUE_BYTES`) and its record bound (`record::QUEUE_RECORDS`).
+    let sent = 400;
+    for i in 0..sent {
+        let body = pytorchjob_update(&format!("r{i}"), "admission.k8s.io/v1", |job| {
+            job["metadata"]["annotations"] = serde_json::json!({"blob": "x".repeat(64 * 1024)});
+        });
+        let answer = send1(&mut h1, post("/validate", Some("application/json"), body)).await;
+        assert_eq!(answer.status, StatusCode::OK, "review {i} answered");
+        assert_eq!(answer.json()["response"]["allowed"], true);
+    }
+    let text = server.metrics.encode();
+    let dropped: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pytorchjob_guard_record_drops_total{reason=\"queue_full\"} "))
+        .expect("drops counted")
+        .parse()
+        .unwrap();
+    // The writer holds one record and the queue at most QUEUE_RECORDS more.
+    let held = sent - dropped as usize;
+    assert!(
+        held <= pytorchjob_guard::record::QUEUE_RECORDS + 1,
+        "{held} records held in memory"
+    );
+    server.stop().await.unwrap();
+}
