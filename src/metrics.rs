@@ -185,6 +185,11 @@ const KNOWN_FIELD_GROUPS: &[&str] = &[
     "spec.xgbReplicaSpecs",
     "spec.jaxReplicaSpecs",
     "spec.mxReplicaSpecs",
+    "spec.successPolicy",
+    "spec.enableDynamicWorker",
+    "spec.slotsPerWorker",
+    "spec.mainContainer",
+    "spec.jobMode",
     "spec.runPolicy",
     "spec.elasticPolicy",
     "spec.nprocPerNode",
@@ -203,7 +208,7 @@ const KNOWN_FIELD_GROUPS: &[&str] = &[
     "kind",
 ];
 
-/// The bounded group a denied path is counted under: one of [`KNOWN_FIELD_GROUPS`], or
+/// The bounded group a denied path is counted under: one of the known groups (the replica specs of every training-operator kind, the run policy, …), or
 /// `spec.other`, `metadata.other`, `other`.
 pub fn field_group(path: &FieldPath) -> &'static str {
     let key = |i: usize| match path.segments().get(i) {
@@ -230,10 +235,21 @@ pub fn field_group(path: &FieldPath) -> &'static str {
     }
 }
 
-/// Latency buckets from 50 µs doubling to ~1.6 s: decisions take microseconds, the whole
-/// request well under a millisecond on loopback, and the API server gives up at 10–30 s.
+/// Latency buckets from 50 µs doubling to ~1.6 s: small decisions take microseconds, a review
+/// of a job near etcd's size limit milliseconds, and the API server gives up at 10–30 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.000_05, 2.0, 16)
+}
+
+/// Register `metric` under `name` and keep a handle to it.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Every metric of the webhook and the registry that exposes them.
@@ -262,67 +278,67 @@ impl Metrics {
     /// A fresh registry with every metric registered under the `pytorchjob_guard_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pytorchjob_guard");
-        let reviews = Family::<ReviewLabels, Counter>::default();
-        registry.register(
+        let reviews = register(
+            &mut registry,
             "reviews",
             "Admission reviews answered, by operation, kind, verdict and dry run",
-            reviews.clone(),
+            Family::<ReviewLabels, Counter>::default(),
         );
-        let review_duration = Histogram::new(latency_buckets());
-        registry.register(
+        let review_duration = register(
+            &mut registry,
             "review_duration_seconds",
             "Time to decode, decide and encode one review (no network)",
-            review_duration.clone(),
+            Histogram::new(latency_buckets()),
         );
-        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
-        registry.register(
+        let http_duration = register(
+            &mut registry,
             "http_request_duration_seconds",
             "Time from request headers to response, by route and status code",
-            http_duration.clone(),
+            Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(latency_buckets())
+            }),
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = register(
+            &mut registry,
             "requests_in_flight",
             "HTTP requests being handled",
-            in_flight.clone(),
+            Gauge::default(),
         );
-        let rejected = Family::<RejectLabels, Counter>::default();
-        registry.register(
+        let rejected = register(
+            &mut registry,
             "rejected_requests",
             "Requests or connections turned away, by reason",
-            rejected.clone(),
+            Family::<RejectLabels, Counter>::default(),
         );
-        let denied_fields = Family::<FieldGroupLabels, Counter>::default();
-        registry.register(
+        let denied_fields = register(
+            &mut registry,
             "denied_fields",
             "Fields named in denials, by top-level field group",
-            denied_fields.clone(),
+            Family::<FieldGroupLabels, Counter>::default(),
         );
-        let cert_expiry = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
-        registry.register(
+        let cert_expiry = register(
+            &mut registry,
             "certificate_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix seconds)",
-            cert_expiry.clone(),
+            Gauge::<i64, std::sync::atomic::AtomicI64>::default(),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        let reloads = register(
+            &mut registry,
             "reloads",
             "Reloads of changed certificate or policy files, by what and result",
-            reloads.clone(),
+            Family::<ReloadLabels, Counter>::default(),
         );
-        let connections = Gauge::default();
-        registry.register(
+        let connections = register(
+            &mut registry,
             "open_connections",
             "Open TLS connections",
-            connections.clone(),
+            Gauge::default(),
         );
-        let record_drops = Family::<RecordDropLabels, Counter>::default();
-        registry.register(
+        let record_drops = register(
+            &mut registry,
             "record_drops",
             "Governed reviews not recorded by --record, by reason",
-            record_drops.clone(),
+            Family::<RecordDropLabels, Counter>::default(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

@@ -7,7 +7,7 @@
 //! `metadata.labels`, `metadata.annotations`, `spec.activeDeadlineSeconds`,
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
 //! equivalents, the layout of the current training-operator) may change, for everyone.
-//! [`file`] reads the same rule from a policy file. [`diff`] is the one diff production runs;
+//! [`mod@file`] reads the same rule from a policy file. [`diff`] is the one diff production runs;
 //! `oracle` (feature `oracle`, for tests and fuzzing) is the whole-tree diff it is checked
 //! against.
 //!

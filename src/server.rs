@@ -518,26 +518,21 @@ pub fn log_decision(decision: &Decision) {
     }
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
-    if state.health.is_live() {
+/// A probe's answer: 200 `ok`, or 503 with why not.
+fn probe(ok: bool, why_not: &str) -> Response {
+    if ok {
         text(StatusCode::OK, "ok\n".to_owned())
     } else {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the accept loop is not running\n".to_owned(),
-        )
+        text(StatusCode::SERVICE_UNAVAILABLE, format!("{why_not}\n"))
     }
 }
 
+async fn healthz(State(state): State<AppState>) -> Response {
+    probe(state.health.is_live(), "the accept loop is not running")
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.health.is_ready() {
-        text(StatusCode::OK, "ok\n".to_owned())
-    } else {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down\n".to_owned(),
-        )
-    }
+    probe(state.health.is_ready(), "shutting down")
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {

@@ -470,16 +470,22 @@ fn judge_update(policy: &Policy, request: &Request<'_>) -> Outcome {
         Err(undecidable) => return Outcome::Undecidable(undecidable),
     };
     match policy.evaluate(old, new, &requester(request)) {
-        Ok(evaluation) => Outcome::Judged {
-            judged: Judged::Update,
-            object_uid: if evaluation.allowed() {
-                String::new()
-            } else {
-                object_uid(new)
-            },
-            evaluation,
-        },
+        Ok(evaluation) => judged(Judged::Update, evaluation, new),
         Err(error) => Outcome::Undecidable(Undecidable::Unreadable(error)),
+    }
+}
+
+/// A judged outcome; a denial names `object`'s uid in its details.
+fn judged(judged: Judged, evaluation: Evaluation, object: &RawObject<'_>) -> Outcome {
+    let object_uid = if evaluation.allowed() {
+        String::new()
+    } else {
+        object_uid(object)
+    };
+    Outcome::Judged {
+        judged,
+        evaluation,
+        object_uid,
     }
 }
 
@@ -497,15 +503,7 @@ fn judge_scale(policy: &Policy, request: &Request<'_>, replicas_path: &FieldPath
         Err(error) => return Outcome::Undecidable(Undecidable::Unreadable(error)),
     };
     let evaluation = policy.judge(changed, &requester(request), false);
-    Outcome::Judged {
-        judged: Judged::Scale,
-        object_uid: if evaluation.allowed() {
-            String::new()
-        } else {
-            object_uid(old)
-        },
-        evaluation,
-    }
+    judged(Judged::Scale, evaluation, old)
 }
 
 /// How serde names a value it did not expect.

@@ -4,7 +4,7 @@
 //! apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1
 //! kind: Policy
 //! mode: enforce                # optional: enforce (the default), warn or audit
-//! kinds:                       # at least one; TFJob/MXJob are one entry each
+//! kinds:                       # at least one; policies/training-operator.yaml lists every kind
 //!   - group: kubeflow.org
 //!     kind: PyTorchJob
 //!     scaleReplicasPath: spec.pytorchReplicaSpecs.Worker.replicas   # judge pytorchjobs/scale
