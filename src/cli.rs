@@ -1,10 +1,12 @@
-//! The command line: `serve` (the default), `review`, `check` and `certs`.
+//! The command line: `serve` (the default), `review`, `check`, `replay` and `certs`.
 //!
 //! Every flag is also an environment variable (`PYTORCHJOB_GUARD_…`, shown in `--help`), the
-//! way a Deployment configures it. Each command returns its exit code: `review` 0 when a
-//! response was produced and 2 on unreadable input; `check` 0 allowed, 1 denied, 2 error;
-//! `serve` and `certs` 0 on success and 2 on bad configuration. `review` and `check` go through
-//! [`admission::review`], the same function `/validate` calls, so the three cannot disagree.
+//! way a Deployment configures it. Each command returns its exit code ([`EXIT_OK`],
+//! [`EXIT_DENIED`], [`EXIT_ERROR`]): `review` 0 when a response was produced and 2 on unreadable
+//! input; `check` 0 allowed, 1 denied, 2 error; `replay` 0 when no recorded decision would
+//! change, 1 when some would, 2 error; `serve` and `certs` 0 on success and 2 on bad
+//! configuration. `review`, `check` and `replay` go through [`admission::review`], the same
+//! function `/validate` calls, so none of them can disagree with the server.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

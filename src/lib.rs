@@ -1,20 +1,24 @@
-//! pytorchjob-guard: a validating admission webhook that freezes a Kubeflow PyTorchJob after
-//! creation, except the fields its update API lets change.
+//! pytorchjob-guard: a validating admission webhook that freezes a Kubeflow training job
+//! (PyTorchJob by default; every training-operator kind with a preset) after creation, except
+//! the fields its update API lets change.
 //!
 //! The module map, in dependency order (each module only uses the ones above it):
 //!
 //! | module | what lives there | may touch |
 //! | --- | --- | --- |
-//! | [`policy`] | the decision core: [`policy::Policy`], the leaf diff, [`policy::FieldPath`] | nothing (pure) |
-//! | [`admission`] | kube's `AdmissionReview` in, response review out: the one path behind every front door | nothing (pure) |
+//! | [`policy`] | the decision core: [`policy::Policy`], the production raw diff ([`policy::diff`]), the policy file, the rollout mode, [`policy::FieldPath`] | nothing (pure) |
+//! | [`admission`] | AdmissionReview bytes in, response review bytes out ([`admission::review`]): the one path behind every front door | nothing (pure) |
 //! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
+//! | [`telemetry`] | the `tracing` subscriber | stderr |
+//! | [`metrics`] | Prometheus registry (passed in, no globals), bounded label sets | nothing |
 //! | [`record`] | `serve --record` (bounded, redacted) and `replay` under another policy | the record directory |
 //! | [`reload`] | the polling reload loop, `Reloading<Source>` keeping the last good value, the policy store | the files it is given |
 //! | [`tls`] | PEM → rustls `ServerConfig` (ring, ALPN h2 + http/1.1, client CA), reload keeping the last good | the certificate files |
-//! | [`metrics`] | Prometheus registry (passed in, no globals), bounded label sets | nothing |
-//! | [`server`] | axum routes and handlers, bounded bodies, one error type → 4xx, health; its `listener` runs HTTP/1.1 + HTTP/2 over TLS with bounded connections, the metrics listener and graceful shutdown | the listeners it is given |
-//! | [`telemetry`] | the `tracing` subscriber | stderr |
-//! | [`cli`] | clap commands `serve` / `review` / `check` / `certs` and their exit codes | all of the above |
+//! | [`server`] | axum routes and handlers, bounded bodies, one error type → 4xx, health, [`server::Limits`]; its `listener` runs HTTP/1.1 + HTTP/2 over TLS with bounded connections, the metrics listener and graceful shutdown | the listeners it is given |
+//! | [`cli`] | clap commands `serve` / `review` / `check` / `replay` / `certs` and their exit codes | all of the above |
+//!
+//! With the feature `oracle` (tests and the fuzz targets), `policy::oracle` is the whole-tree
+//! diff the production diff is checked against.
 #![forbid(unsafe_code)]
 
 pub mod admission;
