@@ -252,11 +252,16 @@ mod tests {
         lease.expect("the limit is never closed")
     }
 
+    /// A lease on a connection that became idle now (its handshake completed).
+    async fn idle_since_now() -> Lease {
+        let lease = lease(&Connections::new(4)).await;
+        lease.mark_idle();
+        lease
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_expires_after_the_idle_timeout() {
-        let connections = Connections::new(4);
-        let lease = lease(&connections).await;
-        lease.mark_idle();
+        let lease = idle_since_now().await;
         let started = Instant::now();
         lease.idle_expired(IDLE).await;
         assert_eq!(started.elapsed(), IDLE);
@@ -264,9 +269,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_finished_request_restarts_the_idle_clock() {
-        let connections = Connections::new(4);
-        let lease = lease(&connections).await;
-        lease.mark_idle();
+        let lease = idle_since_now().await;
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(20)).await;
         drop(lease.requests().start());
@@ -276,9 +279,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_never_idles_out() {
-        let connections = Connections::new(4);
-        let lease = lease(&connections).await;
-        lease.mark_idle();
+        let lease = idle_since_now().await;
         let busy = lease.requests().start();
         assert!(
             tokio::time::timeout(100 * IDLE, lease.idle_expired(IDLE))

@@ -1,6 +1,7 @@
-//! The accept loop: TLS connections served by hyper-util (HTTP/1.1 and HTTP/2 on one
-//! listener), each bounded — handshake, header and idle timeouts, a connection limit at which
-//! the oldest idle connection makes room — and drained on shutdown. Plus the plain-HTTP
+//! The accept loop: [`serve`] accepts a client once the connection limit (the sibling
+//! `connections` module, where the oldest idle connection makes room) gives it a lease, and
+//! spawns `serve_connection` for it: the TLS handshake, then hyper-util (HTTP/1.1 and HTTP/2 on
+//! one listener) bounded by header and idle timeouts, drained on shutdown. Plus the plain-HTTP
 //! metrics listener and the signal that starts shutdown.
 //!
 //! Touches only the listeners it is given; what a request gets is decided by the routes in
