@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_http::catch_panic::CatchPanicLayer;
 
+mod connections;
 mod listener;
 
 pub use listener::{serve, serve_metrics, shutdown_signal};

@@ -2,10 +2,14 @@
 //! and their exit codes (0 allowed / done, 1 denied, 2 error).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use clap::CommandFactory;
+use pytorchjob_guard::cli::Cli;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -26,6 +30,11 @@ fn read(relative: &str) -> Vec<u8> {
 /// Run the binary with `args` and `stdin`, without inheriting the `PYTORCHJOB_GUARD_*`
 /// configuration of the environment running the tests.
 fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_env(args, stdin, &[])
+}
+
+/// [`run`], with these environment variables set.
+fn run_with_env(args: &[&str], stdin: &[u8], env: &[(&str, &OsStr)]) -> Output {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -37,6 +46,7 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     let mut child = command.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).unwrap();
@@ -357,4 +367,207 @@ fn certs_without_out_exits_2() {
     let out = run(&["certs"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--out"), "{}", text(&out.stderr));
+}
+
+/// The positional arguments: the only ones without an environment variable.
+const POSITIONAL: &[(&str, &str)] = &[("replay", "dir"), ("review", "file")];
+
+/// Every flag of every command, derived from the parser itself: `(command, flag, env var)`,
+/// `command` being `serve` for the flags accepted without a subcommand.
+fn every_flag() -> Vec<(String, String, Option<String>)> {
+    let cli = Cli::command();
+    let commands = std::iter::once(("serve".to_owned(), &cli))
+        .chain(cli.get_subcommands().map(|c| (c.get_name().to_owned(), c)));
+    let mut flags = Vec::new();
+    let mut positional = Vec::new();
+    for (name, command) in commands {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_positional() {
+                assert!(
+                    arg.get_env().is_none(),
+                    "{name} {id}: a positional with an env"
+                );
+                positional.push((name.clone(), id.to_owned()));
+                continue;
+            }
+            let long = arg
+                .get_long()
+                .unwrap_or_else(|| panic!("{name} {id}: no long flag"));
+            let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+            flags.push((name.clone(), long.to_owned(), env));
+        }
+    }
+    let expected: Vec<(String, String)> = POSITIONAL
+        .iter()
+        .map(|(c, a)| ((*c).to_owned(), (*a).to_owned()))
+        .collect();
+    positional.sort();
+    assert_eq!(positional, expected, "the positional arguments changed");
+    flags
+}
+
+/// `--record-max-files` is `RECORD_MAX_FILES`.
+fn screaming_snake(flag: &str) -> String {
+    flag.to_ascii_uppercase().replace('-', "_")
+}
+
+#[test]
+fn every_flag_of_every_command_has_its_environment_variable_in_help() {
+    let flags = every_flag();
+    for command in ["serve", "review", "check", "replay", "certs"] {
+        assert!(
+            flags.iter().any(|(c, _, _)| c == command),
+            "{command} has no flags: the derivation is broken"
+        );
+    }
+    let mut flag_of_variable: BTreeMap<String, String> = BTreeMap::new();
+    let mut help_of = BTreeMap::new();
+    for (command, flag, env) in &flags {
+        let env = env
+            .as_deref()
+            .unwrap_or_else(|| panic!("{command} --{flag} has no environment variable"));
+        // serve's flags (and a flag shared with them, `--policy`) are PYTORCHJOB_GUARD_<FLAG>;
+        // a subcommand's own are PYTORCHJOB_GUARD_<COMMAND>_<FLAG>.
+        let plain = format!("PYTORCHJOB_GUARD_{}", screaming_snake(flag));
+        let prefixed = format!(
+            "PYTORCHJOB_GUARD_{}_{}",
+            screaming_snake(command),
+            screaming_snake(flag)
+        );
+        assert!(
+            env == plain || (command != "serve" && env == prefixed),
+            "{command} --{flag}: {env} is neither {plain} nor {prefixed}"
+        );
+        // One variable means one flag, whichever command reads it.
+        let previous = flag_of_variable.insert(env.to_owned(), flag.clone());
+        assert!(
+            previous.as_ref().is_none_or(|previous| previous == flag),
+            "{env} is both --{} and --{flag}",
+            previous.unwrap_or_default()
+        );
+        // `--help` names it, as an operator reads it.
+        let help = help_of.entry(command.clone()).or_insert_with(|| {
+            let out = run(&[command.as_str(), "--help"], b"");
+            assert_eq!(out.status.code(), Some(0), "{command} --help");
+            // Help is wrapped to the terminal: compare with single spaces.
+            let help = text(&out.stdout);
+            help.split_whitespace().collect::<Vec<_>>().join(" ")
+        });
+        assert!(
+            help.contains(&format!("[env: {env}=")),
+            "{command} --help lacks {env}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn environment_variables_are_honoured() {
+    let flags = every_flag();
+    let known = |variable: &'static str| -> &'static str {
+        assert!(
+            flags
+                .iter()
+                .any(|(_, _, env)| env.as_deref() == Some(variable)),
+            "{variable} is not a flag's variable"
+        );
+        variable
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).into_os_string();
+    let value = OsStr::new;
+
+    // serve: the certificate paths the environment names are the ones used.
+    let (cert, key) = (path("from-env.crt"), path("from-env.key"));
+    let out = run_with_env(
+        &[],
+        b"",
+        &[
+            (known("PYTORCHJOB_GUARD_TLS_CERT"), &cert),
+            (known("PYTORCHJOB_GUARD_TLS_KEY"), &key),
+            (known("PYTORCHJOB_GUARD_LISTEN"), value("127.0.0.1:0")),
+            (
+                known("PYTORCHJOB_GUARD_METRICS_LISTEN"),
+                value("127.0.0.1:0"),
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("from-env.crt"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // serve: a value from the environment is parsed like the flag's, and refused like it.
+    for (variable, bad) in [
+        ("PYTORCHJOB_GUARD_LISTEN", "not-an-address"),
+        ("PYTORCHJOB_GUARD_RECORD_MAX_FILES", "many-files"),
+        ("PYTORCHJOB_GUARD_POLICY_RELOAD_INTERVAL", "soon-ish"),
+    ] {
+        let out = run_with_env(&["serve"], b"", &[(known(variable), value(bad))]);
+        assert_eq!(out.status.code(), Some(2), "{variable}");
+        assert!(
+            text(&out.stderr).contains(bad),
+            "{variable}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // review: the policy file the environment names is the one read.
+    let policy = path("from-env-policy.yaml");
+    let out = run_with_env(
+        &[
+            "review",
+            fixture("pytorchjob/worker-replicas.review.json")
+                .to_str()
+                .unwrap(),
+        ],
+        b"",
+        &[(known("PYTORCHJOB_GUARD_POLICY"), &policy)],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("from-env-policy.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // check: both objects from the environment, no flags.
+    let example =
+        fixture("pytorchjob/source/training-operator-v1.9.0_simple.yaml").into_os_string();
+    let out = run_with_env(
+        &["check"],
+        b"",
+        &[
+            (known("PYTORCHJOB_GUARD_CHECK_OLD"), &example),
+            (known("PYTORCHJOB_GUARD_CHECK_NEW"), &example),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "allowed: nothing that is compared changed\n"
+    );
+
+    // certs: the directory and the extra names from the environment.
+    let out_dir = dir.path().join("env-certs");
+    let out = run_with_env(
+        &["certs"],
+        b"",
+        &[
+            (known("PYTORCHJOB_GUARD_CERTS_OUT"), out_dir.as_os_str()),
+            (
+                known("PYTORCHJOB_GUARD_CERTS_DNS"),
+                value("env.example,other.example"),
+            ),
+            (known("PYTORCHJOB_GUARD_CERTS_NAMESPACE"), value("envns")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for name in ["env.example", "other.example", "pytorchjob-guard.envns.svc"] {
+        assert!(stdout.contains(name), "{name}: {stdout}");
+    }
+    assert!(out_dir.join("tls.crt").exists());
 }

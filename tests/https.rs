@@ -182,28 +182,14 @@ async fn health_routes_answer() {
     server.stop().await.unwrap();
 }
 
-/// Every client mistake gets its 4xx with a message — and the server answers a valid review
-/// right after.
+/// A few client mistakes over real TLS, one per status, get their 4xx with a message — and the
+/// server answers a valid review right after. Every mistake's status, message and metric is
+/// tested at the router, in `router.rs`.
 #[tokio::test]
 async fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
     let server = TestServer::start().await;
     let json = Some("application/json");
-    let review_without_request =
-        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec();
-    let wrong_type = br#"{"apiVersion":"v1","kind":"Pod","request":{"uid":"x"}}"#.to_vec();
-    let no_uid = String::from_utf8(pytorchjob_update("", "admission.k8s.io/v1", relabel)).unwrap();
-    let missing_uid = {
-        let mut review: Value = serde_json::from_str(&no_uid).unwrap();
-        review["request"].as_object_mut().unwrap().remove("uid");
-        serde_json::to_vec(&review).unwrap()
-    };
     let cases: Vec<(&str, Request<http_body_util::Full<Bytes>>, StatusCode, &str)> = vec![
-        (
-            "empty body",
-            post("/validate", json, Bytes::new()),
-            StatusCode::BAD_REQUEST,
-            "empty request body",
-        ),
         (
             "not JSON",
             post("/validate", json, "hello"),
@@ -211,50 +197,8 @@ async fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
             "not an AdmissionReview",
         ),
         (
-            "a JSON array",
-            post("/validate", json, "[1,2]"),
-            StatusCode::BAD_REQUEST,
-            "not an AdmissionReview",
-        ),
-        (
-            "invalid UTF-8",
-            post("/validate", json, vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']),
-            StatusCode::BAD_REQUEST,
-            "not an AdmissionReview",
-        ),
-        (
-            "review without request",
-            post("/validate", json, review_without_request),
-            StatusCode::BAD_REQUEST,
-            "has no request",
-        ),
-        (
-            "empty uid",
-            post("/validate", json, no_uid.into_bytes()),
-            StatusCode::BAD_REQUEST,
-            "empty uid",
-        ),
-        (
-            "missing uid",
-            post("/validate", json, missing_uid),
-            StatusCode::BAD_REQUEST,
-            "uid",
-        ),
-        (
-            "wrong apiVersion/kind",
-            post("/validate", json, wrong_type),
-            StatusCode::BAD_REQUEST,
-            "unsupported review type",
-        ),
-        (
             "wrong Content-Type",
             post("/validate", Some("text/plain"), "{}"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type",
-        ),
-        (
-            "no Content-Type",
-            post("/validate", None, "{}"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type",
         ),
@@ -267,12 +211,6 @@ async fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
         (
             "GET /validate",
             bare("GET", "/validate"),
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use POST",
-        ),
-        (
-            "PUT /validate",
-            bare("PUT", "/validate"),
             StatusCode::METHOD_NOT_ALLOWED,
             "use POST",
         ),

@@ -1,159 +1,66 @@
-//! The accept loop: TLS connections served by hyper-util (HTTP/1.1 and HTTP/2 on one
-//! listener), each bounded — handshake, header and idle timeouts, a connection limit at which
-//! the oldest idle connection makes room — and drained on shutdown. Plus the plain-HTTP
+//! The accept loop: [`serve`] accepts a client once the connection limit (the sibling
+//! `connections` module, where the oldest idle connection makes room) gives it a lease, and
+//! spawns `serve_connection` for it: the TLS handshake, then hyper-util (HTTP/1.1 and HTTP/2 on
+//! one listener) bounded by header and idle timeouts, drained on shutdown. Plus the plain-HTTP
 //! metrics listener and the signal that starts shutdown.
 //!
 //! Touches only the listeners it is given; what a request gets is decided by the routes in
 //! the parent module.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Interval;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
-use axum::extract::Request;
-
-use super::{AppState, HEARTBEAT_EVERY, metrics_router, router};
-use crate::metrics::RejectReason;
+use super::connections::{Connections, Lease};
+use super::{AppState, HEARTBEAT_EVERY, Health, Limits, metrics_router, router};
+use crate::metrics::{Metrics, RejectReason};
 use crate::tls::ReloadingConfig;
 
-/// One open connection, as the accept loop sees it: the requests in flight on it, since when it
-/// has been idle, and a way to ask it to close.
-#[derive(Debug)]
-struct Slot {
-    opened: Instant,
-    /// Requests being handled on this connection.
-    requests: AtomicUsize,
-    /// Milliseconds after `opened` when the connection last became idle.
-    idle_since_ms: AtomicU64,
-    evicted: AtomicBool,
-    evict: Notify,
+/// How long the accept loop backs off after a failed `accept` (EMFILE and friends).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every connection task shares: the protocol settings, the routes, the metrics and the
+/// bounds.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
 }
 
-impl Slot {
-    /// From now on the connection is idle (its handshake completed, or its last request ended).
-    fn mark_idle(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
-        self.idle_since_ms.store(now, Ordering::SeqCst);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let now = self.opened.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.idle_since_ms.load(Ordering::SeqCst)))
-    }
-
-    /// Completes once the connection has had no request in flight for `limit`.
-    async fn idle_expired(&self, limit: Duration) {
-        loop {
-            let wait = if self.requests.load(Ordering::SeqCst) > 0 {
-                limit
-            } else {
-                let idle = self.idle_for();
-                if idle >= limit {
-                    return;
-                }
-                limit - idle
-            };
-            tokio::time::sleep(wait).await;
+impl Shared {
+    fn new(state: &AppState) -> Self {
+        let limits = state.limits.clone();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_h2_streams)
+            .keep_alive_interval(Duration::from_secs(30));
+        Self {
+            builder,
+            app: router(state.clone()),
+            metrics: state.metrics.clone(),
+            limits,
         }
     }
-
-    /// Completes once the accept loop asked this connection to make room.
-    async fn evicted(&self) {
-        self.evict.notified().await;
-    }
-}
-
-/// Counts a request on its connection until dropped.
-struct Busy(Arc<Slot>);
-
-impl Busy {
-    fn start(slot: &Arc<Slot>) -> Self {
-        slot.requests.fetch_add(1, Ordering::SeqCst);
-        Self(slot.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.mark_idle();
-        self.0.requests.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The open connections, oldest first.
-#[derive(Debug, Default)]
-struct Slots {
-    next_id: AtomicU64,
-    open: Mutex<BTreeMap<u64, Arc<Slot>>>,
-}
-
-impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Slot>>> {
-        match self.open.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    fn open(self: &Arc<Self>) -> SlotGuard {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let slot = Arc::new(Slot {
-            opened: Instant::now(),
-            requests: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(0),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
-        });
-        self.lock().insert(id, slot.clone());
-        SlotGuard {
-            slots: self.clone(),
-            id,
-            slot,
-        }
-    }
-
-    /// Ask the oldest connection without a request in flight (a handshake in progress counts)
-    /// to close; false when every connection is busy.
-    fn evict_oldest_idle(&self) -> bool {
-        let open = self.lock();
-        let victim = open.values().find(|slot| {
-            slot.requests.load(Ordering::SeqCst) == 0 && !slot.evicted.swap(true, Ordering::SeqCst)
-        });
-        match victim {
-            Some(slot) => {
-                slot.evict.notify_one();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// A connection's place in [`Slots`], given up when its task ends.
-struct SlotGuard {
-    slots: Arc<Slots>,
-    id: u64,
-    slot: Arc<Slot>,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.slots.lock().remove(&self.id);
-    }
-}
-
-/// Completes when the server starts draining (or is gone).
-async fn stopping(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stopping| *stopping).await;
 }
 
 /// Serve the webhook over TLS on `listener` until `shutdown` completes. Then: `/readyz` turns
@@ -167,159 +74,180 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_delay: Duration,
 ) -> std::io::Result<()> {
-    let limits = state.limits.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_h2_streams)
-        .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
-    let app = router(state.clone());
-    let max_connections = limits.max_connections.max(1);
-    let connections = Arc::new(Semaphore::new(max_connections));
-    let slots = Arc::new(Slots::default());
+    let shared = Arc::new(Shared::new(&state));
+    let connections = Connections::new(shared.limits.max_connections);
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = state.health.clone();
-    let metrics = state.metrics.clone();
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let draining = async {
-        shutdown.await;
-        health.begin_shutdown();
-        tracing::info!(
-            ?drain_delay,
-            "shutdown requested: reporting unready, then draining"
-        );
-        tokio::time::sleep(drain_delay).await;
-    };
+    let draining = draining(shutdown, &health, drain_delay);
     tokio::pin!(draining);
-    'accept: loop {
-        let (stream, peer) = loop {
-            tokio::select! {
-                _ = &mut draining => break 'accept,
-                _ = heartbeat.tick() => health.tick(),
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => break accepted,
-                    Err(error) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
+    loop {
+        let next = next_connection(&listener, &connections, &shared.metrics);
+        let (stream, peer, lease) = tokio::select! {
+            _ = &mut draining => break,
+            next = ticking(&mut heartbeat, &health, next) => match next {
+                Some(next) => next,
+                None => break,
+            },
         };
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Every slot is taken: the oldest idle connection makes room for this client.
-                metrics.reject(RejectReason::connection_limit);
-                slots.evict_oldest_idle();
-                loop {
-                    tokio::select! {
-                        _ = &mut draining => break 'accept,
-                        _ = heartbeat.tick() => {
-                            health.tick();
-                            // Still full: a connection may have gone idle since.
-                            slots.evict_oldest_idle();
-                        }
-                        permit = connections.clone().acquire_owned() => match permit {
-                            Ok(permit) => break permit,
-                            Err(_) => break 'accept,
-                        },
-                    }
-                }
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current());
-        let builder = builder.clone();
-        let app = app.clone();
-        let metrics = metrics.clone();
-        let limits = limits.clone();
-        let slot = slots.open();
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let handshake =
-                tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
-            let tls_stream = tokio::select! {
-                _ = stopping(&mut stop_rx) => return,
-                _ = slot.slot.evicted() => {
-                    tracing::debug!(%peer, "handshake in progress closed to make room");
-                    return;
-                }
-                handshake = handshake => match handshake {
-                    Ok(Ok(tls_stream)) => tls_stream,
-                    Ok(Err(error)) => {
-                        metrics.reject(RejectReason::tls_handshake);
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics.reject(RejectReason::tls_handshake);
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            metrics.connections().inc();
-            slot.slot.mark_idle();
-            let on_slot = slot.slot.clone();
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let busy = Busy::start(&on_slot);
-                    let app = app.clone();
-                    async move {
-                        let _busy = busy;
-                        app.oneshot(request).await
-                    }
-                });
-            let connection = builder
-                .serve_connection(TokioIo::new(tls_stream), service)
-                .into_owned();
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => Some(ended),
-                _ = stopping(&mut stop_rx) => None,
-                _ = slot.slot.evicted() => None,
-                _ = slot.slot.idle_expired(limits.idle_timeout) => None,
-            };
-            let ended = match ended {
-                Some(ended) => ended,
-                None => {
-                    // Finish what is in flight, then close; drop the connection if it lingers.
-                    connection.as_mut().graceful_shutdown();
-                    tokio::time::timeout(limits.drain_timeout, connection)
-                        .await
-                        .unwrap_or(Ok(()))
-                }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-            metrics.connections().dec();
-        });
+        let stop = stop_rx.clone();
+        tokio::spawn(serve_connection(
+            shared.clone(),
+            acceptor,
+            stream,
+            peer,
+            lease,
+            stop,
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    // Every connection task holds a permit: all of them back means every connection is closed.
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(limits.drain_timeout, connections.acquire_many(all))
+    let drain_timeout = shared.limits.drain_timeout;
+    if tokio::time::timeout(drain_timeout, connections.drained())
         .await
         .is_err()
     {
         tracing::warn!(
-            "in-flight requests did not finish within {:?}; exiting anyway",
-            limits.drain_timeout
+            "in-flight requests did not finish within {drain_timeout:?}; exiting anyway"
         );
     }
     Ok(())
+}
+
+/// Completes `drain_delay` after `shutdown`, having reported unready in between.
+async fn draining(shutdown: impl Future<Output = ()>, health: &Health, drain_delay: Duration) {
+    shutdown.await;
+    health.begin_shutdown();
+    tracing::info!(
+        ?drain_delay,
+        "shutdown requested: reporting unready, then draining"
+    );
+    tokio::time::sleep(drain_delay).await;
+}
+
+/// Run `work`, proving the accept loop alive on every heartbeat meanwhile.
+async fn ticking<T>(heartbeat: &mut Interval, health: &Health, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = heartbeat.tick() => health.tick(),
+        }
+    }
+}
+
+/// The next client and its lease within the connection limit (counting each time the limit is
+/// hit); `None` if the limit was closed.
+async fn next_connection(
+    listener: &TcpListener,
+    connections: &Connections,
+    metrics: &Metrics,
+) -> Option<(TcpStream, SocketAddr, Lease)> {
+    let (stream, peer) = loop {
+        match listener.accept().await {
+            Ok(accepted) => break accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    };
+    let on_full = || metrics.reject(RejectReason::connection_limit);
+    let lease = connections.acquire(HEARTBEAT_EVERY, on_full).await?;
+    Some((stream, peer, lease))
+}
+
+/// Completes when the server starts draining (or is gone).
+async fn stopping(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stopping| *stopping).await;
+}
+
+/// Serve one client: the TLS handshake (bounded by [`Limits::tls_handshake_timeout`]), then
+/// HTTP/1.1 or HTTP/2 until the client closes, or until the server stops, the limit evicts
+/// this connection or it idles out ([`Limits::idle_timeout`]) — then in-flight requests get
+/// [`Limits::drain_timeout`] to finish before the connection is dropped. The lease is given
+/// back when this returns.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    lease: Lease,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(tls_stream) = handshake(&shared, acceptor, stream, peer, &lease, &mut stop).await
+    else {
+        return;
+    };
+    shared.metrics.connections().inc();
+    lease.mark_idle();
+    let requests = lease.requests();
+    let app = shared.app.clone();
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let busy = requests.start();
+        let app = app.clone();
+        async move {
+            let _busy = busy;
+            app.oneshot(request).await
+        }
+    });
+    let connection = shared
+        .builder
+        .serve_connection(TokioIo::new(tls_stream), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => Some(ended),
+        _ = stopping(&mut stop) => None,
+        _ = lease.evicted() => None,
+        _ = lease.idle_expired(shared.limits.idle_timeout) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            // Finish what is in flight, then close; drop the connection if it lingers.
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(shared.limits.drain_timeout, connection)
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+    shared.metrics.connections().dec();
+}
+
+/// The TLS handshake, bounded by [`Limits::tls_handshake_timeout`]; `None` when it failed, timed
+/// out (both counted as `tls_handshake` rejections), or was cut short by a stop or an eviction.
+async fn handshake(
+    shared: &Shared,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    lease: &Lease,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<TlsStream<TcpStream>> {
+    let handshake =
+        tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(stream));
+    let outcome = tokio::select! {
+        _ = stopping(stop) => return None,
+        _ = lease.evicted() => {
+            tracing::debug!(%peer, "handshake in progress closed to make room");
+            return None;
+        }
+        handshake = handshake => handshake,
+    };
+    match outcome {
+        Ok(Ok(tls_stream)) => return Some(tls_stream),
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+    shared.metrics.reject(RejectReason::tls_handshake);
+    None
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` in plain HTTP on `listener` until `shutdown`.
