@@ -385,7 +385,7 @@ shown_args="${shown_args//$ROOT\//}"
     if [[ "$LOGS" == shipped ]]; then
         same="the same count"
         [[ "$DECISION_LINES" == "$REVIEWS_ANSWERED" ]] || same="**a difference of $((${REVIEWS_ANSWERED//-/0} - DECISION_LINES))**"
-        echo "Decision log: $DECISION_LINES JSON \"admission review\" lines ($LOG_BYTES bytes of stderr, $OTHER_LINES other lines) for $REVIEWS_ANSWERED reviews answered (pytorchjob_guard_reviews_total; h2load counted $H2LOAD_DONE 2xx outside its warm-ups): $same."
+        echo "Decision log: $DECISION_LINES JSON \"admission review\" lines ($LOG_BYTES bytes of stderr, $OTHER_LINES other line(s)) for $REVIEWS_ANSWERED reviews answered (pytorchjob_guard_reviews_total; h2load counted $H2LOAD_DONE 2xx outside its warm-ups): $same."
     else
         echo "Decision log: off (--log-level warn); $DECISION_LINES decision lines, $LOG_BYTES bytes of stderr, for $REVIEWS_ANSWERED reviews answered (pytorchjob_guard_reviews_total; h2load counted $H2LOAD_DONE 2xx outside its warm-ups)."
     fi
@@ -395,5 +395,6 @@ shown_args="${shown_args//$ROOT\//}"
         echo "Log lines dropped (pytorchjob_guard_log_lines_dropped_total): $LINES_DROPPED."
     fi
     echo
-    echo "Targets (issue 13): ${#MET[@]} met, ${#NOT_MET[@]} not met${NOT_MET:+: ${NOT_MET[*]}}."
+    not_met="$(printf '%s; ' "${NOT_MET[@]}")"
+    echo "Targets (issue 13): ${#MET[@]} met, ${#NOT_MET[@]} not met${NOT_MET:+: ${not_met%; }}."
 } | tee ${RESULTS:+"$RESULTS"}
