@@ -98,7 +98,8 @@ async fn serve(listen: SocketAddr, config: Arc<ServerConfig>) -> anyhow::Result<
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    // The webhook's connection settings (src/server.rs).
+    // The webhook's connection settings (src/server/listener.rs, with src/server.rs's Limits:
+    // HEADER_READ_TIMEOUT, MAX_H2_STREAMS).
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
