@@ -270,12 +270,12 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {
-    telemetry::init(args.log_format, &args.log_level)?;
+    let logging = telemetry::init(args.log_format, &args.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve_async(args))?;
+    runtime.block_on(serve_async(args, &logging))?;
     Ok(EXIT_OK)
 }
 
@@ -300,7 +300,7 @@ fn ensure_dev_certificates(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_async(args: ServeArgs, logging: &telemetry::Logging) -> anyhow::Result<()> {
     // The policy first: a server must not start on a policy it misread.
     let policy_store = Arc::new(match &args.policy {
         Some(path) => PolicyStore::from_file(path)?,
@@ -323,6 +323,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
     let metrics = Arc::new(Metrics::new());
+    metrics.count_log_drops_from(logging.dropped_counter());
     if let Some(not_after) = tls.not_after() {
         metrics.set_certificate_expiry(not_after);
     }

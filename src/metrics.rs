@@ -266,6 +266,18 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     connections: Gauge,
     record_drops: Family<RecordDropLabels, Counter>,
+    log_drops: Counter,
+    log_drop_source: LogDropSource,
+}
+
+/// Where the dropped-log-line count comes from (the log writer's own counter), read at scrape.
+#[derive(Default)]
+struct LogDropSource(std::sync::Mutex<Option<Box<dyn Fn() -> u64 + Send + Sync>>>);
+
+impl std::fmt::Debug for LogDropSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogDropSource")
+    }
 }
 
 impl Default for Metrics {
@@ -340,6 +352,12 @@ impl Metrics {
             "Governed reviews not recorded by --record, by reason",
             Family::<RecordDropLabels, Counter>::default(),
         );
+        let log_drops = register(
+            &mut registry,
+            "log_lines_dropped",
+            "Log lines dropped because the log writer was too far behind (never blocks a review)",
+            Counter::default(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -362,11 +380,35 @@ impl Metrics {
             reloads,
             connections,
             record_drops,
+            log_drops,
+            log_drop_source: LogDropSource::default(),
+        }
+    }
+
+    /// Count the log writer's dropped lines, as `source` reports them, at every scrape.
+    pub fn count_log_drops_from(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
+        *self.lock_log_drop_source() = Some(Box::new(source));
+    }
+
+    fn lock_log_drop_source(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<Box<dyn Fn() -> u64 + Send + Sync>>> {
+        match self.log_drop_source.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
     /// The exposition text.
     pub fn encode(&self) -> String {
+        // Bring the dropped-log-line counter up to the writer's count (under the lock, so two
+        // scrapes cannot add the same drops twice).
+        if let Some(source) = self.lock_log_drop_source().as_ref() {
+            let (now, seen) = (source(), self.log_drops.get());
+            if now > seen {
+                self.log_drops.inc_by(now - seen);
+            }
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -480,6 +522,30 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_log_lines_are_counted_once_each_at_scrape() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let metrics = Metrics::new();
+        let line = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("pytorchjob_guard_log_lines_dropped_total "))
+                .map(|n| n.parse::<u64>().unwrap())
+        };
+        assert_eq!(line(&metrics.encode()), Some(0), "exported before any drop");
+        let dropped = Arc::new(AtomicU64::new(0));
+        let source = dropped.clone();
+        metrics.count_log_drops_from(move || source.load(Ordering::SeqCst));
+        dropped.store(3, Ordering::SeqCst);
+        assert_eq!(line(&metrics.encode()), Some(3));
+        assert_eq!(
+            line(&metrics.encode()),
+            Some(3),
+            "a second scrape adds nothing"
+        );
+        dropped.store(5, Ordering::SeqCst);
+        assert_eq!(line(&metrics.encode()), Some(5));
+    }
 
     #[test]
     fn field_groups_are_bounded() {

@@ -458,3 +458,104 @@ async fn readiness_flips_at_shutdown_while_a_slow_review_still_completes() {
         .unwrap()
         .unwrap();
 }
+
+/// A free loopback port (bound, then released for the binary to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary with the shipped log flags, its stderr a pipe nobody reads (a log pipeline
+/// that stalled): the pipe fills, the log writer blocks, its queue fills — and every review is
+/// still answered, while the lines that could not be queued are counted, not silently lost.
+#[tokio::test]
+async fn a_stalled_log_reader_never_holds_up_a_review_and_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = pytorchjob_guard::certs::default_names(
+        pytorchjob_guard::certs::DEFAULT_SERVICE,
+        pytorchjob_guard::certs::DEFAULT_NAMESPACE,
+    );
+    let generated = pytorchjob_guard::certs::generate(&names).unwrap();
+    pytorchjob_guard::certs::write(dir.path(), &generated).unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pytorchjob-guard"))
+        .arg("serve")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
+        .arg(format!(
+            "--tls-cert={}",
+            dir.path()
+                .join(pytorchjob_guard::certs::CERT_FILE)
+                .display()
+        ))
+        .arg(format!(
+            "--tls-key={}",
+            dir.path().join(pytorchjob_guard::certs::KEY_FILE).display()
+        ))
+        .arg("--log-format=json")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(child);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let mut tcp = None;
+    for _ in 0..100 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            tcp = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tcp = tcp.expect("the server listens within 5 s");
+    let config = client_config(&generated.ca_pem, &[b"http/1.1"], None);
+    let name = rustls::pki_types::ServerName::try_from(SERVICE_NAME).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut h1, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // A decision line is ~400 bytes: the pipe (64 KiB) and the queue
+    // (`telemetry::LOG_QUEUE_LINES`) hold fewer than this many.
+    let sent = pytorchjob_guard::telemetry::LOG_QUEUE_LINES + 2000;
+    let body = pytorchjob_update("stalled-log", "admission.k8s.io/v1", |job| {
+        job["metadata"]["labels"]["team"] = "vision".into();
+    });
+    for i in 0..sent {
+        let answer = send1(
+            &mut h1,
+            post("/validate", Some("application/json"), body.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "review {i}");
+    }
+    let (_, _, text) = get_plain(metrics_addr, "/metrics").await;
+    let samples = parse_exposition(&text);
+    let dropped = value(&samples, "pytorchjob_guard_log_lines_dropped_total", &[]);
+    assert!(dropped > 0.0, "drops are counted: {dropped}");
+    let answered = value(
+        &samples,
+        "pytorchjob_guard_reviews_total",
+        &[("verdict", "allowed")],
+    );
+    assert_eq!(answered, sent as f64);
+}
+
+/// A child process that is killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
