@@ -20,6 +20,7 @@ pub mod mode;
 #[cfg(any(test, feature = "oracle"))]
 pub mod oracle;
 pub mod path;
+mod split;
 
 use std::sync::Arc;
 
@@ -315,10 +316,10 @@ impl Policy {
         // Most old objects are not being deleted: a byte search spares parsing their metadata.
         let being_deleted = old
             .get("metadata")
-            .is_some_and(|metadata| metadata.get().contains("\"deletionTimestamp\""))
+            .is_some_and(|metadata| metadata.contains("\"deletionTimestamp\""))
             && old
                 .pointer(&["metadata", "deletionTimestamp"])
-                .is_some_and(|at| at.get() != "null");
+                .is_some_and(|at| at != "null");
         let changed = diff::changed_leaves(old, new, self)?;
         Ok(self.judge(changed, requester, being_deleted))
     }

@@ -459,7 +459,7 @@ fn objects<'r, 'a>(
 fn object_uid(object: &RawObject<'_>) -> String {
     object
         .pointer(&["metadata", "uid"])
-        .and_then(|uid| serde_json::from_str::<String>(uid.get()).ok())
+        .and_then(|uid| serde_json::from_str::<String>(uid).ok())
         .unwrap_or_default()
 }
 

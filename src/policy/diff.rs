@@ -19,11 +19,12 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
 use super::path::FieldPath;
+use super::split;
 
 /// What the diff needs to know about the schema.
 pub trait DiffRules {
@@ -49,15 +50,15 @@ impl<F: Fn(&FieldPath) -> bool> DiffRules for F {
 /// for the message that says so.
 #[derive(Debug)]
 pub enum RawObject<'a> {
-    /// A JSON object's members.
-    Members(Vec<(Cow<'a, str>, &'a RawValue)>),
+    /// A JSON object's members: keys, and values as their (validated) JSON texts.
+    Members(Vec<(Cow<'a, str>, &'a str)>),
     /// Not a JSON object.
     Other(Value),
 }
 
 impl<'a> RawObject<'a> {
     /// The members (none when not an object).
-    pub fn members(&self) -> &[(Cow<'a, str>, &'a RawValue)] {
+    pub fn members(&self) -> &[(Cow<'a, str>, &'a str)] {
         match self {
             RawObject::Members(members) => members,
             RawObject::Other(_) => &[],
@@ -65,7 +66,7 @@ impl<'a> RawObject<'a> {
     }
 
     /// The raw text of a top-level member.
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         match self {
             RawObject::Members(members) => members
                 .binary_search_by(|(k, _)| k.as_ref().cmp(key))
@@ -76,7 +77,7 @@ impl<'a> RawObject<'a> {
     }
 
     /// The raw text at `keys` (at least one) below the top level.
-    pub fn pointer(&self, keys: &[&str]) -> Option<&'a RawValue> {
+    pub fn pointer(&self, keys: &[&str]) -> Option<&'a str> {
         let (first, rest) = keys.split_first()?;
         raw_pointer(self.get(first)?, rest)
     }
@@ -149,10 +150,7 @@ pub fn changed_leaves(
 
 /// Whether two raw values (`None`: absent) differ as leaves, with no rules: the scale
 /// subresource's `spec.replicas`, compared the way the diff compares a field.
-pub fn raw_values_differ(
-    old: Option<&RawValue>,
-    new: Option<&RawValue>,
-) -> Result<bool, serde_json::Error> {
+pub fn raw_values_differ(old: Option<&str>, new: Option<&str>) -> Result<bool, serde_json::Error> {
     let never = |_: &FieldPath| false;
     let mut walk = Walk::new(&never);
     walk.compare_raw(old, new)?;
@@ -180,16 +178,28 @@ pub const MAX_RAW_DEPTH: usize = 32;
 /// by key; a repeated key keeps its last value, as [`Value`] does.
 fn read_members<'de, M: MapAccess<'de>>(
     mut map: M,
-) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, M::Error> {
+) -> Result<Vec<(Cow<'de, str>, &'de str)>, M::Error> {
     let mut members = Vec::new();
     while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
-        members.push((key.0, map.next_value::<&'de RawValue>()?));
+        members.push((key.0, map.next_value::<&'de RawValue>()?.get()));
     }
+    Ok(sorted(members))
+}
+
+/// Members sorted by key; a repeated key keeps its last value, as [`Value`] does.
+fn sorted<'a>(mut members: Vec<(Cow<'a, str>, &'a str)>) -> Vec<(Cow<'a, str>, &'a str)> {
     members.reverse();
     // Stable: among equal keys the last occurrence now comes first, and dedup keeps it.
     members.sort_by(|x, y| x.0.cmp(&y.0));
     members.dedup_by(|later, kept| later.0 == kept.0);
-    Ok(members)
+    members
+}
+
+/// The members of an object's validated text, sorted ([`sorted`]).
+fn members_of(text: &str) -> Result<Vec<(Cow<'_, str>, &str)>, serde_json::Error> {
+    split::object(text)
+        .map(sorted)
+        .ok_or_else(|| serde_json::Error::custom("an object that cannot be split"))
 }
 
 /// An object key, borrowed from the text unless it has escapes.
@@ -219,21 +229,19 @@ impl<'de> Deserialize<'de> for BorrowedKey<'de> {
 
 /// The raw text at `keys` inside a raw JSON object (`None` when a step is missing, is not an
 /// object, or the text does not parse): one level parsed per key, nothing else built.
-pub fn raw_pointer<'a>(raw: &'a RawValue, keys: &[&str]) -> Option<&'a RawValue> {
+pub fn raw_pointer<'a>(raw: &'a str, keys: &[&str]) -> Option<&'a str> {
     let mut at = raw;
     for key in keys {
-        if shape(at) != b'{' {
-            return None;
-        }
-        let object: RawObject<'a> = serde_json::from_str(at.get()).ok()?;
-        at = object.get(key)?;
+        let members = split::object(at)?;
+        // The last of a repeated key, as everywhere else.
+        at = members.into_iter().rev().find(|(k, _)| k == key)?.1;
     }
     Some(at)
 }
 
 /// What a raw text holds, from its first byte.
-fn shape(raw: &RawValue) -> u8 {
-    raw.get().as_bytes().first().copied().unwrap_or(b'n')
+fn shape(raw: &str) -> u8 {
+    raw.as_bytes().first().copied().unwrap_or(b'n')
 }
 
 struct Walk<'a> {
@@ -261,8 +269,8 @@ impl<'a> Walk<'a> {
     /// Compare two objects' members, each sorted by key with unique keys.
     fn compare_members(
         &mut self,
-        a: &[(Cow<'_, str>, &RawValue)],
-        b: &[(Cow<'_, str>, &RawValue)],
+        a: &[(Cow<'_, str>, &str)],
+        b: &[(Cow<'_, str>, &str)],
     ) -> Result<(), serde_json::Error> {
         // Both sorted by key: walk them together.
         let (mut i, mut j) = (0, 0);
@@ -293,14 +301,14 @@ impl<'a> Walk<'a> {
     /// [`Walk::compare`] over raw texts (`None`: absent), parsing only where bytes differ.
     fn compare_raw(
         &mut self,
-        old: Option<&RawValue>,
-        new: Option<&RawValue>,
+        old: Option<&str>,
+        new: Option<&str>,
     ) -> Result<(), serde_json::Error> {
         if !self.path.is_root() && self.rules.skip(&self.path) {
             return Ok(());
         }
         if let (Some(a), Some(b)) = (old, new) {
-            if a.get() == b.get() {
+            if a == b {
                 return Ok(());
             }
             // Each level re-scans its subtree; below MAX_RAW_DEPTH the parsed walk takes over
@@ -310,13 +318,12 @@ impl<'a> Walk<'a> {
             match (shape(a), shape(b)) {
                 _ if deep => {}
                 (b'{', b'{') => {
-                    let a: RawObject<'_> = serde_json::from_str(a.get())?;
-                    let b: RawObject<'_> = serde_json::from_str(b.get())?;
-                    return self.compare_members(a.members(), b.members());
+                    return self.compare_members(&members_of(a)?, &members_of(b)?);
                 }
                 (b'[', b'[') => {
-                    let a: Vec<&RawValue> = serde_json::from_str(a.get())?;
-                    let b: Vec<&RawValue> = serde_json::from_str(b.get())?;
+                    let cut = || serde_json::Error::custom("an array that cannot be split");
+                    let a = split::array(a).ok_or_else(cut)?;
+                    let b = split::array(b).ok_or_else(cut)?;
                     for index in 0..a.len().max(b.len()) {
                         self.path.push_index(index);
                         self.compare_raw(a.get(index).copied(), b.get(index).copied())?;
@@ -328,8 +335,8 @@ impl<'a> Walk<'a> {
             }
         }
         // Scalars, a type change, or one side absent: parse what is there and compare values.
-        let parse = |raw: Option<&RawValue>| match raw {
-            Some(raw) => serde_json::from_str::<Value>(raw.get()),
+        let parse = |raw: Option<&str>| match raw {
+            Some(raw) => serde_json::from_str::<Value>(raw),
             None => Ok(Value::Null),
         };
         let (old, new) = (parse(old)?, parse(new)?);
