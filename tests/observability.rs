@@ -367,12 +367,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 #[tokio::test(flavor = "current_thread")]
 async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_contents() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::INFO)
-        .finish();
+    // The subscriber `--log-format json` installs.
+    let subscriber = pytorchjob_guard::telemetry::json_subscriber(
+        capture.clone(),
+        tracing_subscriber::EnvFilter::new("info"),
+    );
     let _guard = tracing::subscriber::set_default(subscriber);
     let app = server::router(AppState::new(
         Arc::new(Policy::default()),
