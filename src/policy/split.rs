@@ -90,7 +90,7 @@ fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
     }
     let mut at = at + 1;
     loop {
-        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        at += quote_or_backslash(bytes.get(at..)?)?;
         match bytes[at] {
             b'"' => return Some(at + 1),
             // An escape: skip the backslash and the character it escapes (`\"`, `\\`, `\u…`).
@@ -98,6 +98,41 @@ fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
         }
     }
 }
+
+/// The first `"` or `\` in `bytes`. Most strings (keys, names, the runs between escapes) are
+/// short: the first [`SHORT`] bytes are searched eight at a time in a word, and only a longer
+/// string pays for a vectorised search.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    let mut at = 0;
+    while at < SHORT {
+        let Some(chunk) = bytes.get(at..at + 8) else {
+            let rest = bytes.get(at..)?;
+            return rest
+                .iter()
+                .position(|b| matches!(b, b'"' | b'\\'))
+                .map(|found| at + found);
+        };
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        // A byte of `x` is zero where `word` holds the byte searched for; the lowest flagged
+        // byte of `(x - ONES) & !x & HIGHS` is the first zero byte (higher ones may be false).
+        let (q, b) = (word ^ QUOTES, word ^ BACKSLASHES);
+        let found = ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', bytes.get(at..)?).map(|found| at + found)
+}
+
+/// How many bytes [`quote_or_backslash`] searches word by word before a vectorised search.
+const SHORT: usize = 32;
 
 /// Where the value starting at `at` ends: one past its last byte.
 fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
@@ -181,6 +216,24 @@ mod tests {
             r#"{"a.b":{"c":[1,2,{"d":"{[\"x"}]}}"#,
         ] {
             assert_eq!(ours(text), serde_members(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_found_at_every_offset() {
+        for len in 0..80 {
+            for at in 0..len {
+                for needle in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = needle;
+                    // A later needle never hides the first one.
+                    if at + 1 < len {
+                        bytes[len - 1] = b'"';
+                    }
+                    assert_eq!(quote_or_backslash(&bytes), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(quote_or_backslash(&vec![0xff; len]), None, "{len}");
         }
     }
 
