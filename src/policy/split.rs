@@ -13,54 +13,52 @@ use std::borrow::Cow;
 /// The members of a JSON object text, keys unescaped (borrowed unless they hold escapes),
 /// values as their texts, in document order. `None` when `text` is not an object.
 pub fn object(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let bytes = text.as_bytes();
-    let mut at = skip_space(bytes, 0);
-    if bytes.get(at) != Some(&b'{') {
-        return None;
-    }
-    let mut members = Vec::new();
-    at = skip_space(bytes, at + 1);
-    if bytes.get(at) == Some(&b'}') {
-        return Some(members);
-    }
-    loop {
+    items(text, b'{', b'}', |bytes, at| {
         let key_end = string_end(bytes, at)?;
         let key = key(text.get(at..key_end)?)?;
-        at = skip_space(bytes, key_end);
-        if bytes.get(at) != Some(&b':') {
+        let colon = skip_space(bytes, key_end);
+        if bytes.get(colon) != Some(&b':') {
             return None;
         }
-        let start = skip_space(bytes, at + 1);
+        let start = skip_space(bytes, colon + 1);
         let end = value_end(bytes, start)?;
-        members.push((key, text.get(start..end)?));
-        at = skip_space(bytes, end);
-        match bytes.get(at)? {
-            b',' => at = skip_space(bytes, at + 1),
-            b'}' => return Some(members),
-            _ => return None,
-        }
-    }
+        Some(((key, text.get(start..end)?), end))
+    })
 }
 
 /// The elements of a JSON array text, as their texts. `None` when `text` is not an array.
 pub fn array(text: &str) -> Option<Vec<&str>> {
+    items(text, b'[', b']', |bytes, at| {
+        let end = value_end(bytes, at)?;
+        Some((text.get(at..end)?, end))
+    })
+}
+
+/// The comma-separated items between `open` and `close`, each read by `item` from where it
+/// starts to (the item, where it ends).
+fn items<'t, T>(
+    text: &'t str,
+    open: u8,
+    close: u8,
+    mut item: impl FnMut(&'t [u8], usize) -> Option<(T, usize)>,
+) -> Option<Vec<T>> {
     let bytes = text.as_bytes();
     let mut at = skip_space(bytes, 0);
-    if bytes.get(at) != Some(&b'[') {
+    if bytes.get(at) != Some(&open) {
         return None;
     }
-    let mut elements = Vec::new();
+    let mut items = Vec::new();
     at = skip_space(bytes, at + 1);
-    if bytes.get(at) == Some(&b']') {
-        return Some(elements);
+    if bytes.get(at) == Some(&close) {
+        return Some(items);
     }
     loop {
-        let end = value_end(bytes, at)?;
-        elements.push(text.get(at..end)?);
+        let (read, end) = item(bytes, at)?;
+        items.push(read);
         at = skip_space(bytes, end);
         match bytes.get(at)? {
             b',' => at = skip_space(bytes, at + 1),
-            b']' => return Some(elements),
+            found if *found == close => return Some(items),
             _ => return None,
         }
     }
