@@ -149,6 +149,47 @@ fn each_outcome_in_each_mode() {
     }
 }
 
+/// Exemptions work in every mode: Kueue's admission patch is allowed under the Kueue preset
+/// (with the exemption's warning, not as a would-be denial), and denied or would-deny without it.
+/// A dry run gets its mode's decision.
+#[test]
+fn exemptions_and_dry_runs_are_judged_alike_in_every_mode() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/kueue.yaml"))
+            .unwrap();
+    let kueue = pytorchjob_guard::policy::file::parse(&text).unwrap();
+    let body = fixture("pytorchjob/kueue-suspend.review.json");
+    for mode in Mode::ALL {
+        let reviewed = admission::review_in(&kueue, mode, &body).unwrap();
+        assert_eq!(reviewed.decision.verdict(), Verdict::Allowed, "{mode}");
+        let response = json(&reviewed.body);
+        assert_eq!(
+            response["response"]["auditAnnotations"]["exemptions"], "kueue",
+            "{mode}"
+        );
+        assert_eq!(
+            warnings(&response),
+            [
+                "pytorchjob-guard: exemption kueue allowed frozen fields to change: spec.runPolicy.suspend"
+            ],
+            "{mode}"
+        );
+        let without = review_in(mode, &body).decision.verdict();
+        let expected = if mode == Mode::Enforce {
+            Verdict::Denied
+        } else {
+            Verdict::WouldDeny
+        };
+        assert_eq!(
+            without, expected,
+            "{mode}: the same patch without the preset"
+        );
+        let dry = review_in(mode, &fixture("pytorchjob/dry-run-denied.review.json"));
+        assert!(dry.decision.summary.dry_run);
+        assert_eq!(dry.decision.verdict(), expected, "{mode}: a dry run");
+    }
+}
+
 /// Golden responses for a would-be denial in each mode; enforce is the existing golden.
 #[test]
 fn a_would_deny_in_each_mode_is_answered_byte_for_byte() {
