@@ -78,6 +78,8 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<Logging> {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(writer)
+            // Colours for a person at a terminal, plain text for a file or a log collector.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
         LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(writer, filter))
             .map_err(Into::into),
