@@ -342,7 +342,7 @@ async fn serve_async(args: ServeArgs, logging: &telemetry::Logging) -> anyhow::R
         Arc::new(Health::default()),
         metrics.clone(),
     );
-    if let Some(recorder) = recorder {
+    if let Some(recorder) = recorder.clone() {
         state = state.with_recorder(recorder);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -392,6 +392,17 @@ async fn serve_async(args: ServeArgs, logging: &telemetry::Logging) -> anyhow::R
         args.shutdown_delay,
     )
     .await?;
+    // Records still queued are written before the process exits, within the drain bound.
+    if let Some(recorder) = &recorder
+        && tokio::time::timeout(server::DRAIN_TIMEOUT, recorder.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "queued records were not written within {:?}",
+            server::DRAIN_TIMEOUT
+        );
+    }
     drop(stop_tx);
     match metrics_server.await {
         Ok(result) => result.context("metrics listener failed")?,

@@ -145,13 +145,21 @@ impl RecordSink for RecordDir {
     }
 }
 
+/// What the writer thread is asked to do, in order.
+enum Job {
+    /// Write one answered review.
+    Write(Pending),
+    /// Say so once everything queued before is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// One review waiting to be written.
-struct Job {
+struct Pending {
     review: Bytes,
     response: Vec<u8>,
 }
 
-impl Job {
+impl Pending {
     fn bytes(&self) -> usize {
         self.review.len() + self.response.len()
     }
@@ -169,7 +177,13 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("bytes", &self.bytes()).finish()
+        match self {
+            Job::Write(pending) => f
+                .debug_struct("Write")
+                .field("bytes", &pending.bytes())
+                .finish(),
+            Job::Flush(_) => f.write_str("Flush"),
+        }
     }
 }
 
@@ -202,8 +216,8 @@ impl Recorder {
             self.metrics.record_dropped(RecordDropReason::too_large);
             return;
         }
-        let job = Job { review, response };
-        let size = job.bytes();
+        let pending = Pending { review, response };
+        let size = pending.bytes();
         let reserved =
             self.queued_bytes
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
@@ -213,7 +227,7 @@ impl Recorder {
             self.metrics.record_dropped(RecordDropReason::queue_full);
             return;
         }
-        if self.queue.try_send(job).is_err() {
+        if self.queue.try_send(Job::Write(pending)).is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
             self.metrics.record_dropped(RecordDropReason::queue_full);
         }
@@ -222,6 +236,15 @@ impl Recorder {
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Completes once every review queued before the call is written (or failed): for a clean
+    /// shutdown, which bounds how long it waits.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.queue.send(Job::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
     }
 }
 
@@ -233,11 +256,18 @@ fn write_all(
     metrics: &Metrics,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        if let Err(error) = sink.write(&job.review, &job.response) {
+        let pending = match job {
+            Job::Write(pending) => pending,
+            Job::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        if let Err(error) = sink.write(&pending.review, &pending.response) {
             metrics.record_dropped(RecordDropReason::write_failed);
             tracing::warn!(%error, "cannot record the review");
         }
-        queued_bytes.fetch_sub(job.bytes(), Ordering::SeqCst);
+        queued_bytes.fetch_sub(pending.bytes(), Ordering::SeqCst);
     }
 }
 
@@ -624,6 +654,33 @@ mod tests {
                 .recv_timeout(std::time::Duration::from_secs(10))
                 .is_err(),
             "nothing more: the writer ends with the queue"
+        );
+    }
+
+    /// A clean shutdown waits for what is queued: `flush` completes only once every review
+    /// queued before it is written.
+    #[tokio::test(start_paused = true)]
+    async fn flush_waits_until_what_was_queued_is_written() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let (written, writes) = std::sync::mpsc::channel();
+        let sink = Stalled {
+            release: stalled,
+            written,
+        };
+        let recorder = Recorder::start(sink, 1024, Arc::new(Metrics::new())).unwrap();
+        for _ in 0..3 {
+            recorder.submit(Bytes::from_static(b"{}"), b"{}".to_vec());
+        }
+        let stalled = tokio::time::timeout(std::time::Duration::from_secs(60), recorder.flush());
+        assert!(stalled.await.is_err(), "nothing is written yet");
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        recorder.flush().await;
+        assert_eq!(
+            writes.try_iter().count(),
+            3,
+            "all three written before flush returned"
         );
     }
 
