@@ -260,11 +260,6 @@ impl Policy {
             .find(|k| k.group == group && k.resource == resource)
     }
 
-    /// Whether UPDATEs of this group and kind are judged (any version).
-    pub fn governs(&self, group: &str, kind: &str) -> bool {
-        self.governed_kind(group, kind).is_some()
-    }
-
     /// The kinds this policy governs.
     pub fn kinds(&self) -> &[Arc<GovernedKind>] {
         &self.kinds

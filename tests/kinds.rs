@@ -11,12 +11,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod golden;
+
+use golden::Goldens;
 use pytorchjob_guard::admission;
 use pytorchjob_guard::policy::{Policy, file};
 use serde_json::Value;
-
-/// Set to `1` to rewrite the golden responses.
-const BLESS: &str = "PYTORCHJOB_GUARD_BLESS";
 
 const PRESET: &str = "policies/training-operator.yaml";
 
@@ -84,10 +84,6 @@ fn preset() -> Policy {
     file::parse(&text).unwrap_or_else(|e| panic!("{PRESET}: {e}"))
 }
 
-fn blessing() -> bool {
-    std::env::var(BLESS).is_ok_and(|v| v == "1")
-}
-
 /// The review's bytes, and the response as `pytorchjob-guard review` prints it (with newline).
 fn run(policy: &Policy, case: &Case) -> (Value, Vec<u8>) {
     let body = std::fs::read(fixture(&case.file, "review")).unwrap();
@@ -120,25 +116,12 @@ fn every_fixture_has_a_case() {
 #[test]
 fn responses_match_the_golden_files() {
     let policy = preset();
-    let mut mismatches = Vec::new();
+    let mut goldens = Goldens::default();
     for case in cases() {
         let (_, printed) = run(&policy, &case);
-        let golden = fixture(&case.file, "response");
-        if blessing() {
-            std::fs::write(&golden, &printed).unwrap();
-        } else if std::fs::read(&golden).ok().as_deref() != Some(&printed[..]) {
-            mismatches.push(format!(
-                "{}: {}",
-                case.file,
-                String::from_utf8_lossy(&printed).trim_end()
-            ));
-        }
+        goldens.check(&case.file, &fixture(&case.file, "response"), &printed);
     }
-    assert!(
-        mismatches.is_empty(),
-        "responses differ from the goldens (rerun with {BLESS}=1 if the change is intended):\n{}",
-        mismatches.join("\n")
-    );
+    goldens.finish();
 }
 
 #[test]

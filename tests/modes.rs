@@ -8,19 +8,18 @@
 //! namespace is matched by exactly one entry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod golden;
 mod support;
 
 use std::path::{Path, PathBuf};
 
+use golden::Goldens;
 use hyper::StatusCode;
 use pytorchjob_guard::admission::{self, Reason, Verdict};
 use pytorchjob_guard::metrics::Metrics;
 use pytorchjob_guard::policy::{Mode, Policy};
 use serde_json::Value;
 use support::{Options, TestServer, post, pytorchjob_update, send1};
-
-/// Set to `1` to rewrite the golden responses.
-const BLESS: &str = "PYTORCHJOB_GUARD_BLESS";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -201,22 +200,14 @@ fn a_would_deny_in_each_mode_is_answered_byte_for_byte() {
         enforce.body, golden,
         "enforce answers as before modes existed"
     );
+    let mut goldens = Goldens::default();
     for mode in [Mode::Warn, Mode::Audit] {
         // As `pytorchjob-guard review` prints it, like every golden: the body and a newline.
         let printed = [review_in(mode, &body).body.as_slice(), b"\n"].concat();
         let path = fixtures().join(format!("modes/worker-replicas.{mode}.response.json"));
-        if std::env::var(BLESS).as_deref() == Ok("1") {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &printed).unwrap();
-        }
-        let golden = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (bless with {BLESS}=1)", path.display()));
-        assert_eq!(
-            String::from_utf8(printed).unwrap(),
-            String::from_utf8(golden).unwrap(),
-            "{mode}"
-        );
+        goldens.check(mode.as_str(), &path, &printed);
     }
+    goldens.finish();
 }
 
 /// The text kubectl prints as `Warning: …`, exactly; long lists are cut to four paths and a

@@ -13,12 +13,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod golden;
+
+use golden::{Goldens, blessing};
 use pytorchjob_guard::admission::{self, Reason, Reviewed, Verdict};
 use pytorchjob_guard::policy::{FieldPath, MAX_PATHS_IN_MESSAGE, Policy};
 use serde_json::Value;
-
-/// Set to `1` to rewrite the golden responses.
-const BLESS: &str = "PYTORCHJOB_GUARD_BLESS";
 
 /// The webhook name users see (manifests/base/validatingwebhookconfiguration.yaml).
 const WEBHOOK_NAME: &str = "pytorchjob-guard.kubeflow.org";
@@ -326,10 +326,6 @@ impl Case {
     }
 }
 
-fn blessing() -> bool {
-    std::env::var(BLESS).is_ok_and(|v| v == "1")
-}
-
 fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value
         .pointer(pointer)
@@ -386,33 +382,15 @@ fn every_fixture_has_a_case_and_every_case_a_fixture() {
 
 #[test]
 fn responses_match_the_golden_files() {
-    let mut mismatches = Vec::new();
+    let mut goldens = Goldens::default();
     for case in cases() {
         let (_, reviewed) = case.run();
         // What `pytorchjob-guard review` prints: the body and a newline.
         let mut printed = reviewed.body.clone();
         printed.push(b'\n');
-        let golden = fixtures().join(case.golden);
-        if blessing() {
-            std::fs::write(&golden, &printed).unwrap();
-            continue;
-        }
-        match std::fs::read(&golden) {
-            Ok(expected) if expected == printed => {}
-            Ok(expected) => mismatches.push(format!(
-                "{}:\n  golden {}\n  actual {}",
-                case.name(),
-                String::from_utf8_lossy(&expected).trim_end(),
-                String::from_utf8_lossy(&printed).trim_end()
-            )),
-            Err(e) => mismatches.push(format!("{}: {e}", golden.display())),
-        }
+        goldens.check(&case.name(), &fixtures().join(case.golden), &printed);
     }
-    assert!(
-        mismatches.is_empty(),
-        "responses differ from the goldens (rerun with {BLESS}=1 if the change is intended):\n{}",
-        mismatches.join("\n")
-    );
+    goldens.finish();
 }
 
 #[test]

@@ -656,7 +656,7 @@ updatable:
     #[test]
     fn a_minimal_policy_takes_builtin_not_compared_and_defaults() {
         let policy = parse(MINIMAL).unwrap();
-        assert!(policy.governs("kubeflow.org", "PyTorchJob"));
+        assert!(policy.governed_kind("kubeflow.org", "PyTorchJob").is_some());
         assert_eq!(policy.kinds()[0].resource, "pytorchjobs");
         assert_eq!(policy.not_compared().len(), DEFAULT_NOT_COMPARED.len());
         assert_eq!(policy.defaults().len(), DEFAULT_SCHEMA_DEFAULTS.len());
@@ -670,7 +670,12 @@ updatable:
     fn json_is_accepted() {
         let json = r#"{"apiVersion": "pytorchjob-guard.kubeflow.org/v1alpha1", "kind": "Policy",
             "kinds": [{"group": "kubeflow.org", "kind": "TFJob"}], "updatable": ["metadata.labels"]}"#;
-        assert!(parse(json).unwrap().governs("kubeflow.org", "TFJob"));
+        assert!(
+            parse(json)
+                .unwrap()
+                .governed_kind("kubeflow.org", "TFJob")
+                .is_some()
+        );
     }
 
     #[test]

@@ -400,10 +400,10 @@ fn changed_lists_updatable_leaves_too() {
 #[test]
 fn governs_pytorchjobs_of_kubeflow_org_only() {
     let policy = Policy::default();
-    assert!(policy.governs("kubeflow.org", "PyTorchJob"));
-    assert!(!policy.governs("kubeflow.org", "TFJob"));
-    assert!(!policy.governs("example.com", "PyTorchJob"));
-    assert!(!policy.governs("apps", "Deployment"));
+    assert!(policy.governed_kind("kubeflow.org", "PyTorchJob").is_some());
+    assert!(policy.governed_kind("kubeflow.org", "TFJob").is_none());
+    assert!(policy.governed_kind("example.com", "PyTorchJob").is_none());
+    assert!(policy.governed_kind("apps", "Deployment").is_none());
 }
 
 #[test]
