@@ -16,11 +16,11 @@
 
 pub mod diff;
 pub mod file;
+pub mod index;
 pub mod mode;
 #[cfg(any(test, feature = "oracle"))]
 pub mod oracle;
 pub mod path;
-mod split;
 
 use std::sync::Arc;
 

@@ -318,8 +318,8 @@ fn decide(review_text: &[u8]) -> (Vec<u8>, Verdict, Vec<FieldPath>) {
 fn evaluate(old: &Value, new: &Value) -> Evaluation {
     let policy = Policy::default();
     let (old_text, new_text) = (old.to_string(), new.to_string());
-    let old_raw: RawObject<'_> = serde_json::from_str(&old_text).unwrap();
-    let new_raw: RawObject<'_> = serde_json::from_str(&new_text).unwrap();
+    let old_raw = RawObject::parse(&old_text).unwrap();
+    let new_raw = RawObject::parse(&new_text).unwrap();
     let requester = Requester::default();
     let evaluation = policy.evaluate(&old_raw, &new_raw, &requester).unwrap();
     assert_eq!(
@@ -488,8 +488,8 @@ fn raw_and_full(old_text: &str, new_text: &str) -> (Vec<FieldPath>, Vec<FieldPat
         }
     };
     let (old_text, new_text) = (object(old_text), object(new_text));
-    let old_raw: RawObject<'_> = serde_json::from_str(&old_text).unwrap();
-    let new_raw: RawObject<'_> = serde_json::from_str(&new_text).unwrap();
+    let old_raw = RawObject::parse(&old_text).unwrap();
+    let new_raw = RawObject::parse(&new_text).unwrap();
     let raw = diff::changed_leaves(&old_raw, &new_raw, &policy).expect("valid JSON");
     let full = oracle::changed_leaves(
         &serde_json::from_str(&old_text).unwrap(),

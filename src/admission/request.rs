@@ -1,11 +1,12 @@
-//! Reading an AdmissionReview: one pass over the body into [`Request`], and, when kube's types
-//! reject it, a loose reading that still finds enough ([`LooseRequest`]) to answer with the
-//! cause.
+//! Reading an AdmissionReview: the body indexed in one validating pass, then read into
+//! [`Request`]; and, when kube's types reject it, a loose reading that still finds enough
+//! ([`LooseRequest`]) to answer with the cause.
 //!
 //! The envelope's fields are read into kube's and k8s-openapi's types (operation, kinds,
 //! resource, `userInfo`); `object` and `oldObject` stay raw JSON borrowed from the body, read
-//! one level deep ([`RawObject`]), so the decision diffs them without building trees for what
-//! did not change. Pure: bytes in, values out.
+//! one level deep through the body's [`Index`] ([`RawObject`]), so the decision diffs them
+//! without building trees for what did not change or reading any level twice. Pure: bytes in,
+//! values out.
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
@@ -13,8 +14,11 @@ use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::ReviewError;
 use crate::policy::RawObject;
+use crate::policy::index::Index;
 
 /// The AdmissionReview API versions the API server sends (v1beta1 from clusters before 1.22 or
 /// webhooks that list it first in `admissionReviewVersions`); the response echoes the request's.
@@ -113,7 +117,75 @@ pub enum Read<'a> {
 }
 
 /// Decode an AdmissionReview's request, borrowing its objects from `body`.
+///
+/// The body is indexed first ([`Index`]: one pass that validates all of it and records where
+/// every value lies); kube's types then read the envelope with `object` and `oldObject` left
+/// out, and the objects come from the index, so their bytes are read once, not once by
+/// serde_json and again by the diff. A body the index refuses, or whose shortened envelope does
+/// not decode, takes serde_json's reading of the whole body, so every error (and the loose
+/// reading after it) is exactly serde_json's.
 pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    match decode_indexed(body) {
+        Some(request) => Ok(request),
+        None => decode_whole(body),
+    }
+}
+
+/// [`decode`] through the index: `None` whenever anything is unusual, for [`decode_whole`]
+/// to answer. What it returns is what `decode_whole` returns for the same body (the objects'
+/// members are the same texts, sorted the same way; the envelope is the same JSON but for the
+/// objects), with the objects indexed.
+fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let index = Arc::new(Index::of(text)?);
+    let request = index.member(index.root(), "request")?;
+    let members = index.members(request).unwrap_or_default();
+    // The last of a repeated key, as serde_json would keep it (it refuses repeats in the
+    // envelope anyway, and then the whole body is read again).
+    let member = |key| {
+        let (_, value) = members.iter().rev().find(|(k, _)| k == key)?;
+        value.starts_with('{').then_some(*value)
+    };
+    let (object, old_object) = (member("object"), member("oldObject"));
+    // The envelope with each object's text replaced by `{}`, in document order.
+    let mut cuts: Vec<&str> = object.into_iter().chain(old_object).collect();
+    cuts.sort_by_key(|cut| cut.as_ptr());
+    let mut envelope = String::with_capacity(text.len().min(4096));
+    let mut from = 0;
+    for cut in cuts {
+        let start = cut.as_ptr() as usize - text.as_ptr() as usize;
+        envelope.push_str(text.get(from..start)?);
+        envelope.push_str("{}");
+        from = start + cut.len();
+    }
+    envelope.push_str(text.get(from..)?);
+    let decoded = decode_whole(envelope.as_bytes()).ok()?;
+    let raw = |text: Option<&'_ str>, decoded: Option<RawObject<'_>>| match (text, decoded) {
+        (None, None) => Some(None),
+        (None, Some(RawObject::Other(value))) => Some(Some(RawObject::Other(value))),
+        (Some(text), Some(RawObject::Members(members, _))) if members.is_empty() => {
+            RawObject::indexed(&index, text).map(Some)
+        }
+        _ => None,
+    };
+    Some(Request {
+        object: raw(object, decoded.object)?,
+        old_object: raw(old_object, decoded.old_object)?,
+        uid: decoded.uid,
+        kind: decoded.kind,
+        resource: decoded.resource,
+        sub_resource: decoded.sub_resource,
+        name: decoded.name,
+        namespace: decoded.namespace,
+        operation: decoded.operation,
+        user_info: decoded.user_info,
+        dry_run: decoded.dry_run,
+        version: decoded.version,
+    })
+}
+
+/// serde_json's reading of the whole body into kube's types.
+fn decode_whole(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
     let version = ReviewVersion::of(&envelope.api_version, &envelope.kind)?;
     let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;

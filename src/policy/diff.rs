@@ -14,17 +14,20 @@
 //! [`DiffRules`] prune subtrees that are not compared at all (`status`, server-owned metadata),
 //! so they cost nothing, and name schema defaults: where the API server fills in a default
 //! (`spec.runPolicy.suspend: false` when a `runPolicy` appears), an absent field and its default
-//! value are the same. Pure: no I/O, no allocation beyond the reported paths and one working path.
+//! value are the same. The levels of a review's objects are found through the body's
+//! [`Index`]; texts read without one are indexed level by level. Pure: no I/O, no allocation
+//! beyond the member lists of changed levels, the reported paths and one working path.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
+use super::index::Index;
 use super::path::FieldPath;
-use super::split;
 
 /// What the diff needs to know about the schema.
 pub trait DiffRules {
@@ -45,41 +48,75 @@ impl<F: Fn(&FieldPath) -> bool> DiffRules for F {
 }
 
 /// A JSON object read one level deep: its members as raw texts, sorted by key (a repeated key
-/// keeps its last value). What a review's `object` and `oldObject` are decoded into, so the
+/// keeps its last value), and the [`Index`] they lie in when the object was indexed (a review's
+/// objects are: [`RawObject::indexed`]), so the diff finds the members of any level below
+/// without reading it again. What a review's `object` and `oldObject` are decoded into, so the
 /// walk starts without scanning them again. Anything but an object is kept as its [`Value`],
 /// for the message that says so.
 #[derive(Debug)]
 pub enum RawObject<'a> {
-    /// A JSON object's members: keys, and values as their (validated) JSON texts.
-    Members(Vec<(Cow<'a, str>, &'a str)>),
+    /// A JSON object's members: keys, and values as their (validated) JSON texts; and the index
+    /// of the text they are in, if any.
+    Members(Vec<(Cow<'a, str>, &'a str)>, Option<Arc<Index<'a>>>),
     /// Not a JSON object.
     Other(Value),
 }
 
 impl<'a> RawObject<'a> {
+    /// The object `value` of `index` (a value of its text), read through the index; `None`
+    /// when `value` is not an object of it, or a key holds an escape that is no character.
+    pub fn indexed(index: &Arc<Index<'a>>, value: &str) -> Option<Self> {
+        let members = index.members(value)?;
+        Some(RawObject::Members(sorted(members), Some(index.clone())))
+    }
+
+    /// Read a JSON text: indexed when it is an object, as a [`Value`] otherwise.
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        match Index::of(text) {
+            Some(index) if index.root().starts_with('{') => {
+                let index = Arc::new(index);
+                Self::indexed(&index, index.root())
+                    .ok_or_else(|| serde_json::Error::custom("an object key that is no string"))
+            }
+            _ => serde_json::from_str(text),
+        }
+    }
+
     /// The members (none when not an object).
     pub fn members(&self) -> &[(Cow<'a, str>, &'a str)] {
         match self {
-            RawObject::Members(members) => members,
+            RawObject::Members(members, _) => members,
             RawObject::Other(_) => &[],
+        }
+    }
+
+    /// The index the members lie in, if the object was indexed.
+    fn index(&self) -> Option<&Index<'a>> {
+        match self {
+            RawObject::Members(_, index) => index.as_deref(),
+            RawObject::Other(_) => None,
         }
     }
 
     /// The raw text of a top-level member.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        match self {
-            RawObject::Members(members) => members
-                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-                .ok()
-                .map(|at| members[at].1),
-            RawObject::Other(_) => None,
-        }
+        let members = self.members();
+        members
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|at| members[at].1)
     }
 
     /// The raw text at `keys` (at least one) below the top level.
     pub fn pointer(&self, keys: &[&str]) -> Option<&'a str> {
         let (first, rest) = keys.split_first()?;
-        raw_pointer(self.get(first)?, rest)
+        let mut at = self.get(first)?;
+        for key in rest {
+            let members = Structure(self.index()).members(at)?;
+            // The last of a repeated key, as everywhere else.
+            at = members.into_iter().rev().find(|(k, _)| k == key)?.1;
+        }
+        Some(at)
     }
 }
 
@@ -92,7 +129,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
                 f.write_str("a JSON value")
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                Ok(RawObject::Members(read_members(map)?))
+                Ok(RawObject::Members(read_members(map)?, None))
             }
             fn visit_seq<S: serde::de::SeqAccess<'de>>(
                 self,
@@ -138,12 +175,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 /// does not continue (scalars, type changes, a side that is absent). Texts that differ only in
 /// form (key order, number spelling) descend to the scalars and compare equal there. Fails only
 /// on JSON it has to read and cannot (numbers beyond f64, nesting beyond serde_json's limit).
-pub fn changed_leaves(
-    old: &RawObject<'_>,
-    new: &RawObject<'_>,
+pub fn changed_leaves<'t>(
+    old: &RawObject<'t>,
+    new: &RawObject<'t>,
     rules: &dyn DiffRules,
 ) -> Result<Vec<FieldPath>, serde_json::Error> {
     let mut walk = Walk::new(rules);
+    walk.structure = [Structure(old.index()), Structure(new.index())];
     walk.compare_members(old.members(), new.members())?;
     Ok(walk.finish())
 }
@@ -195,11 +233,27 @@ fn sorted<'a>(mut members: Vec<(Cow<'a, str>, &'a str)>) -> Vec<(Cow<'a, str>, &
     members
 }
 
-/// The members of an object's validated text, sorted ([`sorted`]).
-fn members_of(text: &str) -> Result<Vec<(Cow<'_, str>, &str)>, serde_json::Error> {
-    split::object(text)
-        .map(sorted)
-        .ok_or_else(|| serde_json::Error::custom("an object that cannot be split"))
+/// Where the members and elements of validated texts are found: in the index they lie in, or
+/// (a text read without one, as serde_json's `RawValue`s are) in an index of the text alone.
+#[derive(Clone, Copy)]
+struct Structure<'i, 't>(Option<&'i Index<'t>>);
+
+impl<'t> Structure<'_, 't> {
+    /// The members of the object `text`, in document order.
+    fn members(self, text: &'t str) -> Option<Vec<(Cow<'t, str>, &'t str)>> {
+        match self.0.and_then(|index| index.members(text)) {
+            Some(members) => Some(members),
+            None => Index::of(text)?.members(text),
+        }
+    }
+
+    /// The elements of the array `text`.
+    fn elements(self, text: &'t str) -> Option<Vec<&'t str>> {
+        match self.0.and_then(|index| index.elements(text)) {
+            Some(elements) => Some(elements),
+            None => Index::of(text)?.elements(text),
+        }
+    }
 }
 
 /// An object key, borrowed from the text unless it has escapes.
@@ -227,35 +281,26 @@ impl<'de> Deserialize<'de> for BorrowedKey<'de> {
     }
 }
 
-/// The raw text at `keys` inside a raw JSON object (`None` when a step is missing, is not an
-/// object, or the text does not parse): one level parsed per key, nothing else built.
-pub fn raw_pointer<'a>(raw: &'a str, keys: &[&str]) -> Option<&'a str> {
-    let mut at = raw;
-    for key in keys {
-        let members = split::object(at)?;
-        // The last of a repeated key, as everywhere else.
-        at = members.into_iter().rev().find(|(k, _)| k == key)?.1;
-    }
-    Some(at)
-}
-
 /// What a raw text holds, from its first byte.
 fn shape(raw: &str) -> u8 {
     raw.as_bytes().first().copied().unwrap_or(b'n')
 }
 
-struct Walk<'a> {
+struct Walk<'a, 'i, 't> {
     rules: &'a dyn DiffRules,
     path: FieldPath,
     changed: Vec<FieldPath>,
+    /// Where the old and the new side's texts lie.
+    structure: [Structure<'i, 't>; 2],
 }
 
-impl<'a> Walk<'a> {
+impl<'a, 'i, 't> Walk<'a, 'i, 't> {
     fn new(rules: &'a dyn DiffRules) -> Self {
         Self {
             rules,
             path: FieldPath::root(),
             changed: Vec::new(),
+            structure: [Structure(None); 2],
         }
     }
 
@@ -269,8 +314,8 @@ impl<'a> Walk<'a> {
     /// Compare two objects' members, each sorted by key with unique keys.
     fn compare_members(
         &mut self,
-        a: &[(Cow<'_, str>, &str)],
-        b: &[(Cow<'_, str>, &str)],
+        a: &[(Cow<'t, str>, &'t str)],
+        b: &[(Cow<'t, str>, &'t str)],
     ) -> Result<(), serde_json::Error> {
         // Both sorted by key: walk them together.
         let (mut i, mut j) = (0, 0);
@@ -285,9 +330,13 @@ impl<'a> Walk<'a> {
                 std::cmp::Ordering::Greater => (&b[j].0, None, Some(b[j].1)),
                 std::cmp::Ordering::Equal => (&a[i].0, Some(a[i].1), Some(b[j].1)),
             };
-            self.path.push_key(key);
-            self.compare_raw(old, new)?;
-            self.path.pop();
+            // Byte-equal texts have no changed leaf (what `compare_raw` finds first): most
+            // members of a level, spared the path they would be pushed at.
+            if old.is_none() || old != new {
+                self.path.push_key(key);
+                self.compare_raw(old, new)?;
+                self.path.pop();
+            }
             if order.is_le() {
                 i += 1;
             }
@@ -301,8 +350,8 @@ impl<'a> Walk<'a> {
     /// [`Walk::compare`] over raw texts (`None`: absent), parsing only where bytes differ.
     fn compare_raw(
         &mut self,
-        old: Option<&str>,
-        new: Option<&str>,
+        old: Option<&'t str>,
+        new: Option<&'t str>,
     ) -> Result<(), serde_json::Error> {
         if !self.path.is_root() && self.rules.skip(&self.path) {
             return Ok(());
@@ -311,19 +360,24 @@ impl<'a> Walk<'a> {
             if a == b {
                 return Ok(());
             }
-            // Each level re-scans its subtree; below MAX_RAW_DEPTH the parsed walk takes over
-            // (with serde_json's own nesting limit), so hostile nesting costs no more than
-            // MAX_RAW_DEPTH scans of the body.
+            // Each level's members come from the index (or, for a text read without one, a
+            // scan of that level); below MAX_RAW_DEPTH the parsed walk takes over (with
+            // serde_json's own nesting limit), as it always has.
             let deep = self.path.segments().len() >= MAX_RAW_DEPTH;
             match (shape(a), shape(b)) {
                 _ if deep => {}
                 (b'{', b'{') => {
-                    return self.compare_members(&members_of(a)?, &members_of(b)?);
+                    let [old, new] = self.structure;
+                    let cut = || serde_json::Error::custom("an object that cannot be split");
+                    let a = old.members(a).ok_or_else(cut)?;
+                    let b = new.members(b).ok_or_else(cut)?;
+                    return self.compare_members(&sorted(a), &sorted(b));
                 }
                 (b'[', b'[') => {
+                    let [old, new] = self.structure;
                     let cut = || serde_json::Error::custom("an array that cannot be split");
-                    let a = split::array(a).ok_or_else(cut)?;
-                    let b = split::array(b).ok_or_else(cut)?;
+                    let a = old.elements(a).ok_or_else(cut)?;
+                    let b = new.elements(b).ok_or_else(cut)?;
                     for index in 0..a.len().max(b.len()) {
                         self.path.push_index(index);
                         self.compare_raw(a.get(index).copied(), b.get(index).copied())?;

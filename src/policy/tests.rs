@@ -12,8 +12,8 @@ fn evaluate_with(
     requester: &Requester<'_>,
 ) -> Evaluation {
     let (old_text, new_text) = (old.to_string(), new.to_string());
-    let old_raw: RawObject<'_> = serde_json::from_str(&old_text).unwrap();
-    let new_raw: RawObject<'_> = serde_json::from_str(&new_text).unwrap();
+    let old_raw = RawObject::parse(&old_text).unwrap();
+    let new_raw = RawObject::parse(&new_text).unwrap();
     let evaluation = policy.evaluate(&old_raw, &new_raw, requester).unwrap();
     assert_eq!(
         evaluation,

@@ -1,0 +1,570 @@
+//! A structural index of JSON text, built in the one pass that validates it: where every value
+//! (and every object key) starts and ends, and where its subtree ends, so the members of any
+//! object and the elements of any array are found without reading the text again.
+//!
+//! A review's body is indexed once, whole; decoding it takes `object` and `oldObject` from the
+//! index instead of having serde_json validate them a second time, and the diff descends into
+//! changed levels through it instead of re-scanning each one. [`Index::of`] accepts exactly the
+//! texts `serde_json` reads as one JSON value (it is the grammar serde_json's own `ignore_value`
+//! checks: RFC 8259, escapes checked but not decoded, no nesting limit); the property tests and
+//! the `index` fuzz target hold it to that. Pure: text in, positions out, no allocation beyond
+//! the index and the member lists asked for.
+
+use std::borrow::Cow;
+
+/// One value or object key in the text: its byte range, and the position in [`Index::nodes`]
+/// right after its subtree (the next sibling, or where its parent's next sibling starts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Node {
+    start: u32,
+    end: u32,
+    after: u32,
+}
+
+/// A validated JSON text and the positions of everything in it, in document order: a
+/// container's node is followed by its children's (an object's as key, value, key, value …).
+#[derive(Debug)]
+pub struct Index<'a> {
+    text: &'a str,
+    nodes: Vec<Node>,
+}
+
+impl<'a> Index<'a> {
+    /// Index `text`, or `None` when it is not one JSON value (with optional surrounding
+    /// whitespace) as serde_json reads it, or is longer than 4 GiB.
+    pub fn of(text: &'a str) -> Option<Self> {
+        u32::try_from(text.len()).ok()?;
+        let nodes = Scanner {
+            bytes: text.as_bytes(),
+            // About one node per eight bytes in Kubernetes objects: rarely a reallocation.
+            nodes: Vec::with_capacity(text.len() / 8 + 4),
+            open: Vec::with_capacity(32),
+        }
+        .scan()?;
+        Some(Self { text, nodes })
+    }
+
+    /// The whole text.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Whether `value` is one of the values of this index (a slice of its text where a value
+    /// starts and ends), and where.
+    fn find(&self, value: &str) -> Option<usize> {
+        let base = self.text.as_ptr() as usize;
+        let start = (value.as_ptr() as usize).checked_sub(base)?;
+        if start + value.len() > self.text.len() {
+            return None;
+        }
+        let at = self
+            .nodes
+            .binary_search_by_key(&start, |node| node.start as usize)
+            .ok()?;
+        (self.nodes[at].end as usize == start + value.len()).then_some(at)
+    }
+
+    fn slice(&self, at: usize) -> &'a str {
+        let node = self.nodes[at];
+        &self.text[node.start as usize..node.end as usize]
+    }
+
+    /// The value the index was built from: the root.
+    pub fn root(&self) -> &'a str {
+        self.slice(0)
+    }
+
+    /// The members of the object `value` (a value of this index), keys unescaped (borrowed
+    /// unless they hold escapes), values as their texts, in document order. `None` when
+    /// `value` is not an object of this index, or a key holds an escape that is no character
+    /// (a lone surrogate).
+    pub fn members(&self, value: &str) -> Option<Vec<(Cow<'a, str>, &'a str)>> {
+        let at = self.find(value)?;
+        if !value.starts_with('{') {
+            return None;
+        }
+        let end = self.nodes[at].after as usize;
+        let mut members = Vec::new();
+        let mut child = at + 1;
+        while child < end {
+            let key = key(self.slice(child))?;
+            members.push((key, self.slice(child + 1)));
+            child = self.nodes[child + 1].after as usize;
+        }
+        Some(members)
+    }
+
+    /// The elements of the array `value` (a value of this index), as their texts. `None` when
+    /// `value` is not an array of this index.
+    pub fn elements(&self, value: &str) -> Option<Vec<&'a str>> {
+        let at = self.find(value)?;
+        if !value.starts_with('[') {
+            return None;
+        }
+        let end = self.nodes[at].after as usize;
+        let mut elements = Vec::new();
+        let mut child = at + 1;
+        while child < end {
+            elements.push(self.slice(child));
+            child = self.nodes[child].after as usize;
+        }
+        Some(elements)
+    }
+
+    /// The value of the last `key` member of the object `value` (a value of this index), as
+    /// serde_json keeps the last of a repeated key.
+    pub fn member(&self, value: &str, key: &str) -> Option<&'a str> {
+        let members = self.members(value)?;
+        members
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|m| m.1)
+    }
+}
+
+/// A key's text (with its quotes) unescaped: borrowed when it has no escapes.
+fn key(quoted: &str) -> Option<Cow<'_, str>> {
+    let inner = &quoted[1..quoted.len() - 1];
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+struct Scanner<'t> {
+    bytes: &'t [u8],
+    nodes: Vec<Node>,
+    /// The containers open around the current position: their node, and whether an object.
+    open: Vec<(usize, bool)>,
+}
+
+impl Scanner<'_> {
+    fn scan(mut self) -> Option<Vec<Node>> {
+        let mut at = self.space(0);
+        'value: loop {
+            // A value starts at `at`.
+            let start = at;
+            match *self.bytes.get(at)? {
+                open @ (b'{' | b'[') => {
+                    let object = open == b'{';
+                    self.open.push((self.nodes.len(), object));
+                    self.push(start, 0);
+                    at = self.space(at + 1);
+                    let close = if object { b'}' } else { b']' };
+                    if self.bytes.get(at) == Some(&close) {
+                        at += 1;
+                        self.close(at);
+                    } else {
+                        if object {
+                            at = self.key(at)?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b'"' => {
+                    at = self.string(at)?;
+                    self.push(start, at);
+                }
+                b't' => at = self.literal(at, b"true")?,
+                b'f' => at = self.literal(at, b"false")?,
+                b'n' => at = self.literal(at, b"null")?,
+                b'-' | b'0'..=b'9' => {
+                    at = self.number(at)?;
+                    self.push(start, at);
+                }
+                _ => return None,
+            }
+            // After a value: the next member or element, or the end of its container.
+            loop {
+                at = self.space(at);
+                let Some(&(_, object)) = self.open.last() else {
+                    return (at == self.bytes.len()).then_some(self.nodes);
+                };
+                match *self.bytes.get(at)? {
+                    b',' => {
+                        at = self.space(at + 1);
+                        if object {
+                            at = self.key(at)?;
+                        }
+                        continue 'value;
+                    }
+                    b'}' if object => {
+                        at += 1;
+                        self.close(at);
+                    }
+                    b']' if !object => {
+                        at += 1;
+                        self.close(at);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// Record a value (or key) from `start` to `end` with no children.
+    fn push(&mut self, start: usize, end: usize) {
+        let after = self.nodes.len() as u32 + 1;
+        self.nodes.push(Node {
+            start: start as u32,
+            end: end as u32,
+            after,
+        });
+    }
+
+    /// Close the innermost container, which ends at `end`.
+    fn close(&mut self, end: usize) {
+        if let Some((at, _)) = self.open.pop() {
+            let after = self.nodes.len() as u32;
+            let node = &mut self.nodes[at];
+            node.end = end as u32;
+            node.after = after;
+        }
+    }
+
+    /// A key at `at`, then its colon: where the value starts.
+    fn key(&mut self, at: usize) -> Option<usize> {
+        if self.bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let end = self.string(at)?;
+        self.push(at, end);
+        let colon = self.space(end);
+        if self.bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        Some(self.space(colon + 1))
+    }
+
+    fn space(&self, mut at: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(at) {
+            at += 1;
+        }
+        at
+    }
+
+    fn literal(&mut self, at: usize, word: &[u8]) -> Option<usize> {
+        let end = at + word.len();
+        if self.bytes.get(at..end)? != word {
+            return None;
+        }
+        self.push(at, end);
+        Some(end)
+    }
+
+    /// The number at `at` (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`): where
+    /// it ends.
+    fn number(&self, mut at: usize) -> Option<usize> {
+        let digit = |at: usize| self.bytes.get(at).is_some_and(u8::is_ascii_digit);
+        let digits = |mut at: usize| {
+            while digit(at) {
+                at += 1;
+            }
+            at
+        };
+        if self.bytes.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        match self.bytes.get(at)? {
+            b'0' => at += 1,
+            b'1'..=b'9' => at = digits(at + 1),
+            _ => return None,
+        }
+        if self.bytes.get(at) == Some(&b'.') {
+            if !digit(at + 1) {
+                return None;
+            }
+            at = digits(at + 1);
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(at) {
+            at += 1;
+            if let Some(b'+' | b'-') = self.bytes.get(at) {
+                at += 1;
+            }
+            if !digit(at) {
+                return None;
+            }
+            at = digits(at);
+        }
+        Some(at)
+    }
+
+    /// The string whose opening quote is at `at`: one past its closing quote. No control
+    /// character inside; every escape one of `\" \\ \/ \b \f \n \r \t \uXXXX`.
+    fn string(&self, at: usize) -> Option<usize> {
+        let bytes = self.bytes;
+        let mut at = at + 1;
+        loop {
+            at += special(bytes.get(at..)?)?;
+            match bytes[at] {
+                b'"' => return Some(at + 1),
+                b'\\' => match *bytes.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                    b'u' => {
+                        let hex = bytes.get(at + 2..at + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        at += 6;
+                    }
+                    _ => return None,
+                },
+                _ => return None, // a control character
+            }
+        }
+    }
+}
+
+/// The first byte of `bytes` that ends a string's plain run: `"`, `\` or a control character
+/// (below 0x20). Eight bytes at a time in a word; `None` when there is none.
+#[inline]
+fn special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        // The lowest flagged byte of each term is the first byte that is a quote, a backslash,
+        // or below 0x20 (a borrow only ever flags bytes above a true one; bytes of 0x80 and
+        // above are never flagged).
+        let (q, b) = (word ^ QUOTES, word ^ BACKSLASHES);
+        let found = ((q.wrapping_sub(ONES) & !q)
+            | (b.wrapping_sub(ONES) & !b)
+            | (word.wrapping_sub(SPACES) & !word))
+            & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|found| at + found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::de::IgnoredAny;
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    /// Whether serde_json reads `text` as one JSON value: the reference.
+    fn serde_accepts(text: &str) -> bool {
+        serde_json::from_str::<IgnoredAny>(text).is_ok()
+    }
+
+    /// Every object and array in the index, checked against what serde_json finds in it.
+    fn agrees_with_serde(index: &Index<'_>) {
+        for at in 0..index.nodes.len() {
+            let value = index.slice(at);
+            if let Some(members) = index.members(value) {
+                let ours: Vec<(String, &str)> =
+                    members.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                assert_eq!(ours, raw_members(value), "{value}");
+            }
+            if let Some(elements) = index.elements(value) {
+                let theirs: Vec<&RawValue> = serde_json::from_str(value).unwrap();
+                let theirs: Vec<&str> = theirs.iter().map(|v| v.get()).collect();
+                assert_eq!(elements, theirs, "{value}");
+            }
+        }
+    }
+
+    /// An object's members as serde_json reads them, in document order (repeats kept).
+    fn raw_members(text: &str) -> Vec<(String, &str)> {
+        struct Members<'a>(Vec<(String, &'a str)>);
+        impl<'de> serde::Deserialize<'de> for Members<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Members<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<M: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: M,
+                    ) -> Result<Self::Value, M::Error> {
+                        let mut members = Vec::new();
+                        while let Some(key) = map.next_key::<String>()? {
+                            members.push((key, map.next_value::<&RawValue>()?.get()));
+                        }
+                        Ok(Members(members))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        serde_json::from_str::<Members<'_>>(text).unwrap().0
+    }
+
+    #[test]
+    fn valid_texts_are_indexed_as_serde_reads_them() {
+        for text in [
+            r#"{}"#,
+            r#" { } "#,
+            "[]",
+            "0",
+            "-0.5e+10",
+            "\"s\"",
+            "true",
+            " null ",
+            r#"{"a":1}"#,
+            r#"{"a" : [1, {"b": "}"}] , "c":"x\"y\\", "d":true,"e":null,"f":-1.5e3}"#,
+            "{\n\t\"k\\u00e9y\": {\"nested\": [[], {}, \"]\"]},\r\n \"z\": \"\\\\\"\n}",
+            r#"{"dup":1,"dup":2}"#,
+            r#"{"a.b":{"c":[1,2,{"d":"{[\"x"}]}}"#,
+            r#"[ 1 , "a,b" , [ ] , { "x" : [ "]" ] } , null ] "#,
+            "\"\u{e9}\u{1F600} \\ud800 \\/\\b\\f\\n\\r\\t\"",
+            "[1e400, -0, 0.0, 1E-2]",
+        ] {
+            assert!(serde_accepts(text), "{text}");
+            let index = Index::of(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(index.root(), text.trim(), "{text}");
+            agrees_with_serde(&index);
+        }
+    }
+
+    #[test]
+    fn invalid_texts_are_refused_as_serde_refuses_them() {
+        for text in [
+            "",
+            " ",
+            "{",
+            "}",
+            "[",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{1:2}",
+            "[1 2]",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "--1",
+            "0x1",
+            "tru",
+            "nul",
+            "truex",
+            "nan",
+            "\"abc",
+            "\"a\u{1}b\"",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\u12g4\"",
+            "[1]]",
+            "{}{}",
+            "[1] x",
+            "\"a\"\"b\"",
+            "[\"\\\"]",
+            "{\"a\" 1}",
+            "[,1]",
+            "\u{feff}1",
+        ] {
+            assert!(!serde_accepts(text), "{text:?}");
+            assert!(Index::of(text).is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn special_bytes_are_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for needle in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = needle;
+                    if at + 1 < len {
+                        bytes[len - 1] = b'"';
+                    }
+                    assert_eq!(special(&bytes), Some(at), "{len} {at} {needle}");
+                }
+            }
+            for plain in [b' ', 0x7f, 0x80, 0xa2, 0xdc, 0xff] {
+                assert_eq!(special(&vec![plain; len]), None, "{len} {plain}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_values_of_the_index_are_found() {
+        let text = r#"{"a":{"b":[1,2]},"c":"{}"}"#;
+        let index = Index::of(text).unwrap();
+        let members = index.members(text).unwrap();
+        assert_eq!(members[0].1, r#"{"b":[1,2]}"#);
+        assert_eq!(index.member(members[0].1, "b"), Some("[1,2]"));
+        // A string that looks like an object is no object; a copy is not in the index.
+        assert!(index.members(members[1].1).is_none());
+        let copy = text.to_owned();
+        assert!(index.members(&copy).is_none());
+        assert!(index.members(&text[1..4]).is_none());
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[ -~\\\\\"\\n\\t\u{e9}\u{1F600}]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[ -~\\\\\"]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any JSON, compact or pretty, is indexed, and every level agrees with serde_json.
+        #[test]
+        fn any_json_is_indexed_as_serde_reads_it(value in any_json(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) }.unwrap();
+            let index = Index::of(&text).unwrap();
+            agrees_with_serde(&index);
+        }
+
+        /// A JSON text with one byte changed, cut or inserted is accepted exactly when serde_json
+        /// accepts it.
+        #[test]
+        fn mutated_json_is_accepted_exactly_as_serde_accepts_it(
+            value in any_json(),
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\":,\\ 0123456789.eE+-tfnrlsua\x01\x1f\n".to_vec()),
+            how in 0..3u8,
+        ) {
+            let mut bytes = serde_json::to_vec(&value).unwrap();
+            let at = at.index(bytes.len() + 1);
+            match how {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => { bytes.remove(at); }
+                _ => bytes.insert(at, byte),
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let index = Index::of(text);
+                prop_assert_eq!(index.is_some(), serde_accepts(text), "{:?}", text);
+                if let Some(index) = index {
+                    agrees_with_serde(&index);
+                }
+            }
+        }
+    }
+}
