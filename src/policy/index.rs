@@ -12,14 +12,33 @@
 
 use std::borrow::Cow;
 
-/// One value or object key in the text: its byte range, and the position in [`Index::nodes`]
-/// right after its subtree (the next sibling, or where its parent's next sibling starts).
+/// One value or object key in the text: its byte range, and the position in `Index::nodes`
+/// right after its subtree (the next sibling, or where its parent's next sibling starts), with
+/// [`OPAQUE`] set on a container whose children were not indexed (see [`Index::of_twins`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Node {
     start: u32,
     end: u32,
     after: u32,
 }
+
+/// The bit of [`Node::after`] that marks a value validated by comparison, without children.
+const OPAQUE: u32 = 1 << 31;
+
+impl Node {
+    fn after(self) -> usize {
+        (self.after & !OPAQUE) as usize
+    }
+
+    fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+}
+
+/// How deep below a twin the scan follows the earlier twin's structure: as deep as the diff
+/// descends before it parses ([`super::diff::MAX_RAW_DEPTH`]), so hostile nesting costs no more
+/// than that many comparisons of a byte.
+const MAX_TWIN_DEPTH: usize = super::diff::MAX_RAW_DEPTH;
 
 /// A validated JSON text and the positions of everything in it, in document order: a
 /// container's node is followed by its children's (an object's as key, value, key, value …).
@@ -31,14 +50,34 @@ pub struct Index<'a> {
 
 impl<'a> Index<'a> {
     /// Index `text`, or `None` when it is not one JSON value (with optional surrounding
-    /// whitespace) as serde_json reads it, or is longer than 4 GiB.
+    /// whitespace) as serde_json reads it, or is 2 GiB or longer.
     pub fn of(text: &'a str) -> Option<Self> {
-        u32::try_from(text.len()).ok()?;
+        Self::scan(text, None)
+    }
+
+    /// [`Index::of`], for a text where an object member named `second` mostly repeats its
+    /// earlier sibling `first` byte for byte (a review's `oldObject` and `object`): inside
+    /// `second`, a string or container whose bytes equal those of the same member (or element)
+    /// of `first` is validated by that comparison alone and indexed without children, as a
+    /// value whose members the diff never asks for (it skips byte-equal texts). The texts
+    /// accepted are exactly those [`Index::of`] accepts; [`Index::members`] and
+    /// [`Index::elements`] of such a value are `None`.
+    pub fn of_twins(text: &'a str, first: &str, second: &str) -> Option<Self> {
+        Self::scan(text, Some((first, second)))
+    }
+
+    fn scan(text: &'a str, twins: Option<(&str, &str)>) -> Option<Self> {
+        if text.len() >= OPAQUE as usize {
+            return None;
+        }
+        let quoted = |key: &str| format!("\"{key}\"").into_bytes();
         let nodes = Scanner {
             bytes: text.as_bytes(),
             // About one node per eight bytes in Kubernetes objects: rarely a reallocation.
             nodes: Vec::with_capacity(text.len() / 8 + 4),
             open: Vec::with_capacity(32),
+            twins: twins.map(|(first, second)| (quoted(first), quoted(second))),
+            hint: None,
         }
         .scan()?;
         Some(Self { text, nodes })
@@ -83,13 +122,13 @@ impl<'a> Index<'a> {
         if !value.starts_with('{') {
             return None;
         }
-        let end = self.nodes[at].after as usize;
+        let end = self.after_children(at)?;
         let mut members = Vec::new();
         let mut child = at + 1;
         while child < end {
             let key = key(self.slice(child))?;
             members.push((key, self.slice(child + 1)));
-            child = self.nodes[child + 1].after as usize;
+            child = self.nodes[child + 1].after();
         }
         Some(members)
     }
@@ -101,14 +140,27 @@ impl<'a> Index<'a> {
         if !value.starts_with('[') {
             return None;
         }
-        let end = self.nodes[at].after as usize;
+        let end = self.after_children(at)?;
         let mut elements = Vec::new();
         let mut child = at + 1;
         while child < end {
             elements.push(self.slice(child));
-            child = self.nodes[child].after as usize;
+            child = self.nodes[child].after();
         }
         Some(elements)
+    }
+
+    /// Where the children of the container at `at` end; `None` when they were not indexed.
+    fn after_children(&self, at: usize) -> Option<usize> {
+        let node = self.nodes[at];
+        (node.after & OPAQUE == 0).then(|| node.after())
+    }
+
+    /// Whether `value` is a value of this index validated by comparison (its children not
+    /// indexed: [`Index::of_twins`]).
+    pub fn is_opaque(&self, value: &str) -> bool {
+        self.find(value)
+            .is_some_and(|at| self.nodes[at].after & OPAQUE != 0)
     }
 
     /// The value of the last `key` member of the object `value` (a value of this index), as
@@ -136,8 +188,32 @@ fn key(quoted: &str) -> Option<Cow<'_, str>> {
 struct Scanner<'t> {
     bytes: &'t [u8],
     nodes: Vec<Node>,
-    /// The containers open around the current position: their node, and whether an object.
-    open: Vec<(usize, bool)>,
+    /// The containers open around the current position.
+    open: Vec<Open>,
+    /// The keys of [`Index::of_twins`], quoted as they appear in the text.
+    twins: Option<(Vec<u8>, Vec<u8>)>,
+    /// The node of the earlier twin the next value is expected to repeat, and whether a repeat
+    /// may stand for it (not for the later twin itself, whose members are always indexed).
+    hint: Option<(usize, bool)>,
+}
+
+/// A container being scanned.
+struct Open {
+    node: usize,
+    object: bool,
+    /// The same container in the earlier twin, as far as this one follows it.
+    twin: Option<Twin>,
+}
+
+/// Where a container of the later twin stands in the earlier twin's same container.
+#[derive(Clone, Copy)]
+struct Twin {
+    /// The earlier twin's container.
+    node: usize,
+    /// Its next child to expect (a key node for objects, an element for arrays).
+    next: usize,
+    /// How far below the twins' root this is.
+    depth: usize,
 }
 
 impl Scanner<'_> {
@@ -146,48 +222,63 @@ impl Scanner<'_> {
         'value: loop {
             // A value starts at `at`.
             let start = at;
-            match *self.bytes.get(at)? {
-                open @ (b'{' | b'[') => {
-                    let object = open == b'{';
-                    self.open.push((self.nodes.len(), object));
-                    self.push(start, 0);
-                    at = self.space(at + 1);
-                    let close = if object { b'}' } else { b']' };
-                    if self.bytes.get(at) == Some(&close) {
-                        at += 1;
-                        self.close(at);
-                    } else {
-                        if object {
-                            at = self.key(at)?;
+            let (hint, skip) = match self.hint.take() {
+                Some((hint, skip)) => (Some(hint), skip),
+                None => (None, false),
+            };
+            if let Some(end) = hint
+                .filter(|_| skip)
+                .and_then(|hint| self.repeats(hint, at))
+            {
+                // The earlier twin's bytes again: as valid as they were there.
+                self.nodes.push(Node {
+                    start: start as u32,
+                    end: end as u32,
+                    after: (self.nodes.len() as u32 + 1) | OPAQUE,
+                });
+                at = end;
+            } else {
+                match *self.bytes.get(at)? {
+                    open @ (b'{' | b'[') => {
+                        let object = open == b'{';
+                        let twin = hint.and_then(|hint| self.follow(hint, open));
+                        let node = self.nodes.len();
+                        self.open.push(Open { node, object, twin });
+                        self.push(start, 0);
+                        at = self.space(at + 1);
+                        let close = if object { b'}' } else { b']' };
+                        if self.bytes.get(at) == Some(&close) {
+                            at += 1;
+                            self.close(at);
+                        } else {
+                            at = self.member(at, object)?;
+                            continue 'value;
                         }
-                        continue 'value;
                     }
+                    b'"' => {
+                        at = self.string(at)?;
+                        self.push(start, at);
+                    }
+                    b't' => at = self.literal(at, b"true")?,
+                    b'f' => at = self.literal(at, b"false")?,
+                    b'n' => at = self.literal(at, b"null")?,
+                    b'-' | b'0'..=b'9' => {
+                        at = self.number(at)?;
+                        self.push(start, at);
+                    }
+                    _ => return None,
                 }
-                b'"' => {
-                    at = self.string(at)?;
-                    self.push(start, at);
-                }
-                b't' => at = self.literal(at, b"true")?,
-                b'f' => at = self.literal(at, b"false")?,
-                b'n' => at = self.literal(at, b"null")?,
-                b'-' | b'0'..=b'9' => {
-                    at = self.number(at)?;
-                    self.push(start, at);
-                }
-                _ => return None,
             }
             // After a value: the next member or element, or the end of its container.
             loop {
                 at = self.space(at);
-                let Some(&(_, object)) = self.open.last() else {
+                let Some(object) = self.open.last().map(|open| open.object) else {
                     return (at == self.bytes.len()).then_some(self.nodes);
                 };
                 match *self.bytes.get(at)? {
                     b',' => {
                         at = self.space(at + 1);
-                        if object {
-                            at = self.key(at)?;
-                        }
+                        at = self.member(at, object)?;
                         continue 'value;
                     }
                     b'}' if object => {
@@ -204,6 +295,100 @@ impl Scanner<'_> {
         }
     }
 
+    /// The start of the next member (its key, read here) or element at `at`: where its value
+    /// starts, with the twin hint for it set.
+    fn member(&mut self, at: usize, object: bool) -> Option<usize> {
+        if !object {
+            self.hint = self.element_hint().map(|hint| (hint, true));
+            return Some(at);
+        }
+        let key = self.nodes.len();
+        let value = self.key(at)?;
+        self.hint = self.member_hint(key);
+        Some(value)
+    }
+
+    /// The earlier twin's element at the position of the next element.
+    fn element_hint(&mut self) -> Option<usize> {
+        let twin = self.open.last_mut()?.twin.as_mut()?;
+        let node = self.nodes[twin.node];
+        if twin.next >= node.after() {
+            return None;
+        }
+        let hint = twin.next;
+        twin.next = self.nodes[hint].after();
+        Some(hint)
+    }
+
+    /// The value the member whose key is node `key` is expected to repeat: the earlier twin's
+    /// member of the same key text (searched from where the last one matched), or, for the
+    /// later twin itself, the earlier twin (followed, never skipped).
+    fn member_hint(&mut self, key: usize) -> Option<(usize, bool)> {
+        let bytes = self.bytes;
+        let text = |node: Node| &bytes[node.start as usize..node.end as usize];
+        let key_text = text(self.nodes[key]);
+        let open = self.open.last_mut()?;
+        if let Some(twin) = open.twin.as_mut() {
+            let end = self.nodes[twin.node].after();
+            let mut child = twin.next;
+            while child < end {
+                let value = child + 1;
+                if text(self.nodes[child]) == key_text {
+                    twin.next = self.nodes[value].after();
+                    return Some((value, true));
+                }
+                child = self.nodes[value].after();
+            }
+            return None;
+        }
+        let (first, second) = self.twins.as_ref()?;
+        if key_text != second.as_slice() {
+            return None;
+        }
+        // The later twin: its earlier sibling, if this object has one.
+        let mut child = open.node + 1;
+        while child < key {
+            let value = child + 1;
+            if text(self.nodes[child]) == first.as_slice() {
+                return Some((value, false));
+            }
+            child = self.nodes[value].after();
+        }
+        None
+    }
+
+    fn text_of(&self, at: usize) -> &'_ [u8] {
+        let node = self.nodes[at];
+        &self.bytes[node.start as usize..node.end as usize]
+    }
+
+    /// Where the value at `at` ends if it is the bytes of the earlier twin's value `hint` again
+    /// (a string or a container: values that end where their bytes do).
+    fn repeats(&self, hint: usize, at: usize) -> Option<usize> {
+        let node = self.nodes[hint];
+        let earlier = self.text_of(hint);
+        let end = at + node.len();
+        let repeated = matches!(earlier.first(), Some(b'"' | b'{' | b'['))
+            && self.bytes.get(at..end) == Some(earlier);
+        repeated.then_some(end)
+    }
+
+    /// The twin state of a container opened with `open` where the earlier twin's value `hint`
+    /// was expected: followed when that is a container of the same kind, not too deep.
+    fn follow(&self, hint: usize, open: u8) -> Option<Twin> {
+        let depth = match self.open.last().and_then(|open| open.twin) {
+            Some(parent) => parent.depth + 1,
+            None => 0,
+        };
+        let node = self.nodes[hint];
+        let same = self.bytes[node.start as usize] == open && node.after & OPAQUE == 0;
+        (same && depth < MAX_TWIN_DEPTH).then_some(Twin {
+            node: hint,
+            next: hint + 1,
+            depth,
+        })
+    }
+
     /// Record a value (or key) from `start` to `end` with no children.
     fn push(&mut self, start: usize, end: usize) {
         let after = self.nodes.len() as u32 + 1;
@@ -216,7 +401,7 @@ impl Scanner<'_> {
 
     /// Close the innermost container, which ends at `end`.
     fn close(&mut self, end: usize) {
-        if let Some((at, _)) = self.open.pop() {
+        if let Some(Open { node: at, .. }) = self.open.pop() {
             let after = self.nodes.len() as u32;
             let node = &mut self.nodes[at];
             node.end = end as u32;
@@ -224,7 +409,7 @@ impl Scanner<'_> {
         }
     }
 
-    /// A key at `at`, then its colon: where the value starts.
+    /// A key at `at` (recorded as a node), then its colon: where the value starts.
     fn key(&mut self, at: usize) -> Option<usize> {
         if self.bytes.get(at) != Some(&b'"') {
             return None;
@@ -361,10 +546,14 @@ mod tests {
         serde_json::from_str::<IgnoredAny>(text).is_ok()
     }
 
-    /// Every object and array in the index, checked against what serde_json finds in it.
+    /// Every object and array in the index, checked against what serde_json finds in it
+    /// (those validated by comparison have no members to check).
     fn agrees_with_serde(index: &Index<'_>) {
         for at in 0..index.nodes.len() {
             let value = index.slice(at);
+            if index.is_opaque(value) {
+                continue;
+            }
             if let Some(members) = index.members(value) {
                 let ours: Vec<(String, &str)> =
                     members.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -512,6 +701,57 @@ mod tests {
         assert!(index.members(&text[1..4]).is_none());
     }
 
+    #[test]
+    fn a_later_twin_is_validated_by_comparison_where_it_repeats_the_earlier() {
+        let text = r#"{"object":{"a":{"x":[1,{"y":"z"}]},"b":"s","c":[1,2]},"n":1,"oldObject":{"a":{"x":[1,{"y":"w"}]},"b":"s","c":[1,2],"d":{}}}"#;
+        let index = Index::of_twins(text, "object", "oldObject").unwrap();
+        let old = index.member(text, "oldObject").unwrap();
+        let new = index.member(text, "object").unwrap();
+        // The later twin itself is indexed, whatever it repeats.
+        assert!(!index.is_opaque(old));
+        let member = |of, key| index.member(of, key).unwrap();
+        // Repeated: "b" and "c"; not repeated: "a" (down to the changed string), "d".
+        assert!(index.is_opaque(member(old, "b")));
+        assert!(index.is_opaque(member(old, "c")));
+        assert!(index.elements(member(old, "c")).is_none());
+        let x = member(member(old, "a"), "x");
+        assert!(!index.is_opaque(x));
+        let elements = index.elements(x).unwrap();
+        assert_eq!(elements, ["1", r#"{"y":"w"}"#]);
+        // A number is never skipped: its bytes alone do not say where it ends.
+        assert!(!index.is_opaque(elements[0]));
+        assert_eq!(index.member(elements[1], "y"), Some(r#""w""#));
+        assert!(!index.is_opaque(member(old, "d")));
+        // Nothing in the earlier twin is opaque.
+        assert!(
+            index
+                .members(new)
+                .unwrap()
+                .iter()
+                .all(|(_, v)| !index.is_opaque(v))
+        );
+        // An identical later twin is still an object with members.
+        let same = r#"{"object":{"a":[1]},"oldObject":{"a":[1]}}"#;
+        let index = Index::of_twins(same, "object", "oldObject").unwrap();
+        let old = index.member(same, "oldObject").unwrap();
+        assert_eq!(index.members(old).unwrap().len(), 1);
+        assert!(index.is_opaque(index.member(old, "a").unwrap()));
+    }
+
+    #[test]
+    fn a_repeat_is_no_repeat_when_the_value_goes_on() {
+        // `[1]` repeats the start of `[1,2]`'s bytes only as a prefix: the value is scanned.
+        for text in [
+            r#"{"object":{"a":"s"},"oldObject":{"a":"s"x}}"#,
+            r#"{"object":{"a":[1]},"oldObject":{"a":[1]]}}"#,
+            r#"{"object":{"a":12},"oldObject":{"a":123}}"#,
+        ] {
+            let twins = Index::of_twins(text, "object", "oldObject");
+            assert_eq!(twins.is_some(), serde_accepts(text), "{text}");
+            assert_eq!(twins.is_some(), Index::of(text).is_some(), "{text}");
+        }
+    }
+
     fn any_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -540,6 +780,33 @@ mod tests {
             let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) }.unwrap();
             let index = Index::of(&text).unwrap();
             agrees_with_serde(&index);
+        }
+
+        /// A review-shaped text whose later twin repeats the earlier one, mutated by a byte
+        /// anywhere, is indexed with twins exactly when serde_json accepts it, and agrees with
+        /// serde_json wherever it has members.
+        #[test]
+        fn twins_are_accepted_exactly_as_serde_accepts_them(
+            value in any_json(),
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\":,\\ 0123456789.eE+-tfnrlsua\x01\x1f\n".to_vec()),
+            how in 0..3u8,
+        ) {
+            let review = serde_json::json!({"object": value, "oldObject": value});
+            let mut bytes = serde_json::to_vec(&review).unwrap();
+            let at = at.index(bytes.len() + 1);
+            match how {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => { bytes.remove(at); }
+                _ => bytes.insert(at, byte),
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let index = Index::of_twins(text, "object", "oldObject");
+                prop_assert_eq!(index.is_some(), serde_accepts(text), "{:?}", text);
+                if let Some(index) = index {
+                    agrees_with_serde(&index);
+                }
+            }
         }
 
         /// A JSON text with one byte changed, cut or inserted is accepted exactly when serde_json
