@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use pytorchjob_guard::cli::{self, Cli};
 
+/// The allocator of the whole process (see `Cargo.toml` for why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     cli::run(Cli::parse())
 }
