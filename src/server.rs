@@ -278,8 +278,10 @@ pub fn router(state: AppState) -> Router {
         routes = routes.route(
             path,
             post(
-                move |State(state): State<AppState>, headers: HeaderMap, body: Body| {
-                    validate(state, mode, headers, body)
+                // The whole request, split here: the header map moves, it is not cloned.
+                move |State(state): State<AppState>, request: Request| {
+                    let (parts, body) = request.into_parts();
+                    validate(state, mode, parts.headers, body)
                 },
             ),
         );
@@ -493,13 +495,14 @@ async fn review_request(
 pub fn log_decision(decision: &Decision) {
     let s = &decision.summary;
     // Field values are only evaluated when the event is enabled: no formatting when INFO is off.
+    // Strings as `&str`, not `%`: written as they are, without a round through `fmt`.
     tracing::info!(
-        uid = %s.uid,
+        uid = s.uid.as_str(),
         operation = s.operation_name(),
         kind = %s.kind_path(),
         namespace = s.namespace.as_deref().unwrap_or_default(),
-        name = %s.name,
-        user = %s.user,
+        name = s.name.as_str(),
+        user = s.user.as_str(),
         dry_run = s.dry_run,
         mode = decision.mode.as_str(),
         verdict = decision.verdict().as_str(),
