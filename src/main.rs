@@ -7,7 +7,7 @@ use pytorchjob_guard::cli::{self, Cli};
 
 /// The allocator of the whole process (see `Cargo.toml` for why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     cli::run(Cli::parse())
