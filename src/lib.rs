@@ -6,7 +6,7 @@
 //!
 //! | module | what lives there | may touch |
 //! | --- | --- | --- |
-//! | [`policy`] | the decision core: [`policy::Policy`], the production raw diff ([`policy::diff`]), the policy file, the rollout mode, [`policy::FieldPath`] | nothing (pure) |
+//! | [`policy`] | the decision core: [`policy::Policy`], the production raw diff ([`policy::diff`]) over the body's structural index ([`policy::index`]), the policy file, the rollout mode, [`policy::FieldPath`] | nothing (pure) |
 //! | [`admission`] | AdmissionReview bytes in, response review bytes out ([`admission::review`]): the one path behind every front door | nothing (pure) |
 //! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
 //! | [`telemetry`] | the `tracing` subscriber | stderr |

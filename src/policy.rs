@@ -7,9 +7,10 @@
 //! `metadata.labels`, `metadata.annotations`, `spec.activeDeadlineSeconds`,
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
 //! equivalents, the layout of the current training-operator) may change, for everyone.
-//! [`mod@file`] reads the same rule from a policy file. [`diff`] is the one diff production runs;
-//! `oracle` (feature `oracle`, for tests and fuzzing) is the whole-tree diff it is checked
-//! against.
+//! [`mod@file`] reads the same rule from a policy file. [`index`] is the structural index of JSON
+//! text (one validating pass) that decoding and the diff read objects through. [`diff`] is the
+//! one diff production runs; `oracle` (feature `oracle`, for tests and fuzzing) is the
+//! whole-tree diff it is checked against.
 //!
 //! Pure and synchronous: no I/O, no async, no Kubernetes client. Everything else in the crate
 //! wraps this module; it depends on nothing else in the crate.
