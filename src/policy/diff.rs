@@ -226,6 +226,10 @@ fn read_members<'de, M: MapAccess<'de>>(
 
 /// Members sorted by key; a repeated key keeps its last value, as [`Value`] does.
 fn sorted<'a>(mut members: Vec<(Cow<'a, str>, &'a str)>) -> Vec<(Cow<'a, str>, &'a str)> {
+    // The API server writes keys sorted: then there is nothing to do.
+    if members.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        return members;
+    }
     members.reverse();
     // Stable: among equal keys the last occurrence now comes first, and dedup keeps it.
     members.sort_by(|x, y| x.0.cmp(&y.0));
