@@ -23,6 +23,7 @@ pub mod mode;
 pub mod oracle;
 pub mod path;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -362,28 +363,41 @@ impl Policy {
     /// The message of a denial, as kubectl shows it after `denied the request: `.
     ///
     /// `PyTorchJob kube-test/pytorch-test: these fields cannot be updated: a, b and 3 more; only …`
-    pub fn denial_message(&self, object: &str, forbidden: &[FieldPath]) -> String {
+    pub fn denial_message(
+        &self,
+        object: impl std::fmt::Display,
+        forbidden: &[FieldPath],
+    ) -> String {
         let noun = if forbidden.len() == 1 {
             "this field cannot be updated"
         } else {
             "these fields cannot be updated"
         };
-        format!(
-            "{object}: {noun}: {}; {}",
-            list_paths(forbidden, MAX_PATHS_IN_MESSAGE),
-            self.updatable_summary
-        )
+        let listed = list_paths(forbidden, MAX_PATHS_IN_MESSAGE);
+        let summary = &self.updatable_summary;
+        let mut message = String::with_capacity(listed.len() + summary.len() + 96);
+        let _ = write!(message, "{object}: {noun}: {listed}; {summary}");
+        message
     }
 }
 
-/// `a, b, c, and 3 more`: at most `max` paths, then a count.
+/// `a, b, c, and 3 more`: at most `max` paths, then a count. Written into one string.
 pub fn list_paths(paths: &[FieldPath], max: usize) -> String {
-    let mut listed: Vec<String> = paths.iter().take(max).map(ToString::to_string).collect();
+    let mut listed = String::with_capacity(64);
+    for (i, path) in paths.iter().take(max).enumerate() {
+        if i > 0 {
+            listed.push_str(", ");
+        }
+        let _ = write!(listed, "{path}");
+    }
     let more = paths.len().saturating_sub(max);
     if more > 0 {
-        listed.push(format!("and {more} more"));
+        if !listed.is_empty() {
+            listed.push_str(", ");
+        }
+        let _ = write!(listed, "and {more} more");
     }
-    listed.join(", ")
+    listed
 }
 
 /// `only a, b and c may change`.

@@ -34,7 +34,7 @@ pub use listener::{serve, serve_metrics, shutdown_signal};
 
 use crate::admission::{self, Decision, Outcome, ReviewError, Verdict};
 use crate::metrics::{self, Metrics, RejectReason};
-use crate::policy::{Mode, Policy};
+use crate::policy::{FieldPath, Mode, Policy};
 use crate::record::Recorder;
 use crate::reload::PolicyStore;
 
@@ -507,7 +507,7 @@ pub fn log_decision(decision: &Decision) {
         mode = decision.mode.as_str(),
         verdict = decision.verdict().as_str(),
         reason = decision.reason().as_str(),
-        denied = ?decision.outcome.forbidden().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        denied = ?AsStrings(decision.outcome.forbidden()),
         "admission review"
     );
     if let (Outcome::Undecidable(cause), Verdict::WouldDeny) =
@@ -519,6 +519,45 @@ pub fn log_decision(decision: &Decision) {
             error = %admission::error_chain(cause),
             "admission review could not be judged; allowed only because of the mode"
         );
+    }
+}
+
+/// Paths written as the `Debug` of their `Vec<String>` would be (`["a.b", "c[0]"]`), without
+/// building it.
+struct AsStrings<'a>(&'a [FieldPath]);
+
+impl std::fmt::Debug for AsStrings<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(AsString)).finish()
+    }
+}
+
+/// A path written as the `Debug` of its `String`: quoted, escaped as `str` escapes.
+struct AsString<'a>(&'a FieldPath);
+
+impl std::fmt::Debug for AsString<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        f.write_char('"')?;
+        write!(EscapeDebug(f), "{}", self.0)?;
+        f.write_char('"')
+    }
+}
+
+/// What `str`'s `Debug` writes between its quotes, for each piece written through it (the
+/// escaping is character by character, so pieces can be escaped apart).
+struct EscapeDebug<'a, 'f>(&'a mut std::fmt::Formatter<'f>);
+
+impl std::fmt::Write for EscapeDebug<'_, '_> {
+    fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+        if piece
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return self.0.write_str(piece);
+        }
+        let quoted = format!("{piece:?}");
+        self.0.write_str(&quoted[1..quoted.len() - 1])
     }
 }
 
@@ -565,4 +604,36 @@ async fn not_found(uri: axum::http::Uri) -> Response {
             uri.path()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Keys full of what escaping is about, and any string at all.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z\"\\\\\n\t'\u{7f}é\u{301}\u{200b}.\\[\\]]{0,6}",
+            any::<String>()
+        ]
+    }
+
+    proptest! {
+        /// The decision log's `denied` field is what the `Debug` of the paths' strings says, for
+        /// any keys: quotes, backslashes, control characters, non-ASCII.
+        #[test]
+        fn denied_paths_are_written_as_their_strings_debug(
+            keys in prop::collection::vec(prop::collection::vec(key(), 0..4), 0..4),
+            plain in prop::collection::vec("[a-zA-Z_][a-zA-Z0-9_]{0,8}", 1..4),
+        ) {
+            let mut paths: Vec<FieldPath> = keys
+                .iter()
+                .map(|path| path.iter().fold(FieldPath::root(), |at, key| at.key(key).index(1)))
+                .collect();
+            paths.push(plain.iter().fold(FieldPath::root(), |at, key| at.key(key)));
+            let strings: Vec<String> = paths.iter().map(ToString::to_string).collect();
+            prop_assert_eq!(format!("{:?}", AsStrings(&paths)), format!("{strings:?}"));
+        }
+    }
 }

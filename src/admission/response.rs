@@ -8,8 +8,6 @@
 //! for every request about a governed kind (the API server prefixes each key with the
 //! webhook's name); a warning names the fields an exemption let through.
 
-use std::collections::BTreeMap;
-
 use serde::{Serialize, Serializer};
 
 use super::decision::{Decision, Outcome, Verdict};
@@ -37,8 +35,11 @@ struct Review<'a> {
 #[serde(rename_all = "camelCase")]
 struct Response<'a> {
     allowed: bool,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: BTreeMap<&'static str, String>,
+    #[serde(
+        serialize_with = "serialize_annotations",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    audit_annotations: Vec<(&'static str, String)>,
     status: Status<'a>,
     uid: &'a str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -75,6 +76,14 @@ struct Details<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     uid: &'a str,
+}
+
+/// The annotations as a JSON object, in the (sorted) order [`audit_annotations`] made them.
+fn serialize_annotations<S: Serializer>(
+    annotations: &[(&'static str, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(annotations.iter().map(|(key, value)| (key, value)))
 }
 
 fn is_zero(code: &u16) -> bool {
@@ -156,7 +165,7 @@ pub fn message(decision: &Decision, policy: &Policy) -> String {
     let subject = decision.summary.subject();
     match &decision.outcome {
         Outcome::Judged { evaluation, .. } if !evaluation.allowed() => {
-            policy.denial_message(&subject.to_string(), &evaluation.forbidden)
+            policy.denial_message(subject, &evaluation.forbidden)
         }
         Outcome::Undecidable(cause) => format!("{subject}: {}", super::error_chain(cause)),
         _ => String::new(),
@@ -196,21 +205,16 @@ fn warnings(decision: &Decision) -> Vec<String> {
 }
 
 /// Audit annotations for every decision about a governed kind, so the cluster's audit log
-/// says why; none for other kinds.
-fn audit_annotations(decision: &Decision) -> BTreeMap<&'static str, String> {
-    let mut annotations = BTreeMap::new();
+/// says why; none for other kinds. Sorted by key, as a JSON object's keys are written here.
+fn audit_annotations(decision: &Decision) -> Vec<(&'static str, String)> {
+    let mut annotations = Vec::new();
     if decision.summary.governed.is_none() {
         return annotations;
     }
     let outcome = &decision.outcome;
     let mut put = |key: &'static str, value: String| {
-        annotations.insert(key, truncate(value, MAX_AUDIT_VALUE_CHARS));
+        annotations.push((key, truncate(value, MAX_AUDIT_VALUE_CHARS)));
     };
-    put("verdict", decision.verdict().as_str().to_owned());
-    put("reason", outcome.reason().as_str().to_owned());
-    if decision.mode != Mode::Enforce {
-        put("mode", decision.mode.as_str().to_owned());
-    }
     if !outcome.changed().is_empty() {
         put(
             "changed-fields",
@@ -224,18 +228,25 @@ fn audit_annotations(decision: &Decision) -> BTreeMap<&'static str, String> {
         );
     }
     if !outcome.exemptions().is_empty() {
-        put("exemptions", outcome.exemptions().join(", "));
         put(
             "exempted-fields",
             list_paths(outcome.exempted(), MAX_PATHS_IN_AUDIT),
         );
+        put("exemptions", outcome.exemptions().join(", "));
     }
+    if decision.mode != Mode::Enforce {
+        put("mode", decision.mode.as_str().to_owned());
+    }
+    put("reason", outcome.reason().as_str().to_owned());
+    put("verdict", decision.verdict().as_str().to_owned());
+    debug_assert!(annotations.is_sorted_by_key(|(key, _)| *key));
     annotations
 }
 
 /// `text`, cut to at most `max` characters with an ellipsis.
 fn truncate(text: String, max: usize) -> String {
-    if text.chars().count() <= max {
+    // No more bytes than `max` is no more characters either.
+    if text.len() <= max || text.chars().count() <= max {
         return text;
     }
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
