@@ -51,7 +51,7 @@ pub enum ReviewError {
     EmptyUid,
     /// The response could not be encoded: our failure, never the client's (a 500 over HTTP).
     #[error("cannot encode the response")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] std::fmt::Error),
 }
 
 impl ReviewError {

@@ -6,6 +6,7 @@
 //!
 //! | module | what lives there | may touch |
 //! | --- | --- | --- |
+//! | [`json`] | JSON text at the byte level: where a string's plain run ends, strings escaped as serde_json escapes them | nothing (pure) |
 //! | [`policy`] | the decision core: [`policy::Policy`], the production raw diff ([`policy::diff`]) over the body's structural index ([`policy::index`]), the policy file, the rollout mode, [`policy::FieldPath`] | nothing (pure) |
 //! | [`admission`] | AdmissionReview bytes in, response review bytes out ([`admission::review`]): the one path behind every front door | nothing (pure) |
 //! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
@@ -24,6 +25,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod json;
 pub mod metrics;
 pub mod policy;
 pub mod record;

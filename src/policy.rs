@@ -388,7 +388,7 @@ pub fn list_paths(paths: &[FieldPath], max: usize) -> String {
         if i > 0 {
             listed.push_str(", ");
         }
-        let _ = write!(listed, "{path}");
+        path.write_to(&mut listed);
     }
     let more = paths.len().saturating_sub(max);
     if more > 0 {

@@ -538,14 +538,15 @@ struct AsString<'a>(&'a FieldPath);
 impl std::fmt::Debug for AsString<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
+        let mut text = String::with_capacity(64);
+        self.0.write_to(&mut text);
         f.write_char('"')?;
-        write!(EscapeDebug(f), "{}", self.0)?;
+        EscapeDebug(f).write_str(&text)?;
         f.write_char('"')
     }
 }
 
-/// What `str`'s `Debug` writes between its quotes, for each piece written through it (the
-/// escaping is character by character, so pieces can be escaped apart).
+/// What `str`'s `Debug` writes between its quotes.
 struct EscapeDebug<'a, 'f>(&'a mut std::fmt::Formatter<'f>);
 
 impl std::fmt::Write for EscapeDebug<'_, '_> {

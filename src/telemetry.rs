@@ -14,6 +14,8 @@ use std::fmt::{self, Write as _};
 use std::io::BufWriter;
 
 use tracing::field::{Field, Visit};
+
+use crate::json::{Escaping, write_string};
 use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -173,57 +175,11 @@ impl Visit for JsonFields<'_, '_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.field(field, |w| {
             w.write_char('"')?;
-            write!(Escaped(w), "{value:?}")?;
+            write!(Escaping(w), "{value:?}")?;
             w.write_char('"')
         });
     }
 }
-
-/// `text` as a JSON string.
-fn write_string(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
-    writer.write_char('"')?;
-    Escaped(writer).write_str(text)?;
-    writer.write_char('"')
-}
-
-/// Escapes what passes through for the inside of a JSON string (RFC 8259: quote, backslash
-/// and control characters).
-struct Escaped<'w, 'b>(&'w mut Writer<'b>);
-
-impl fmt::Write for Escaped<'_, '_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut plain = 0;
-        for (at, byte) in text.bytes().enumerate() {
-            if !NEEDS_ESCAPE[usize::from(byte)] {
-                continue;
-            }
-            self.0.write_str(&text[plain..at])?;
-            match byte {
-                b'"' => self.0.write_str("\\\"")?,
-                b'\\' => self.0.write_str("\\\\")?,
-                b'\n' => self.0.write_str("\\n")?,
-                b'\r' => self.0.write_str("\\r")?,
-                b'\t' => self.0.write_str("\\t")?,
-                _ => write!(self.0, "\\u{byte:04x}")?,
-            }
-            plain = at + 1;
-        }
-        self.0.write_str(&text[plain..])
-    }
-}
-
-/// The bytes a JSON string cannot hold as they are: the quote, the backslash, control characters.
-const NEEDS_ESCAPE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
 
 #[cfg(test)]
 mod tests {

@@ -8,9 +8,10 @@
 //! for every request about a governed kind (the API server prefixes each key with the
 //! webhook's name); a warning names the fields an exemption let through.
 
-use serde::{Serialize, Serializer};
+use std::fmt;
 
 use super::decision::{Decision, Outcome, Verdict};
+use crate::json::write_string;
 use crate::policy::{FieldPath, MAX_CAUSES, Mode, Policy, list_paths};
 
 /// Paths listed in a warning (kubectl prints warnings whole; the API asks for ≤ 120 chars).
@@ -22,140 +23,126 @@ const MAX_PATHS_IN_AUDIT: usize = 64;
 /// An audit annotation value's bound: audit events are stored, keep them small.
 const MAX_AUDIT_VALUE_CHARS: usize = 2048;
 
-/// The response AdmissionReview (keys in sorted order).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Review<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: Response<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Response<'a> {
-    allowed: bool,
-    #[serde(
-        serialize_with = "serialize_annotations",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    audit_annotations: Vec<(&'static str, String)>,
-    status: Status<'a>,
-    uid: &'a str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-}
-
-/// A `metav1.Status`, empty when allowed.
-#[derive(Default, Serialize)]
-struct Status<'a> {
-    #[serde(skip_serializing_if = "is_zero")]
-    code: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<Details<'a>>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    message: String,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    reason: &'static str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    status: &'static str,
-}
-
-#[derive(Default, Serialize)]
-struct Details<'a> {
-    #[serde(
-        serialize_with = "serialize_causes",
-        skip_serializing_if = "<[_]>::is_empty"
-    )]
-    causes: &'a [FieldPath],
-    #[serde(skip_serializing_if = "str::is_empty")]
-    group: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    name: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    uid: &'a str,
-}
-
-/// The annotations as a JSON object, in the (sorted) order [`audit_annotations`] made them.
-fn serialize_annotations<S: Serializer>(
-    annotations: &[(&'static str, String)],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(annotations.iter().map(|(key, value)| (key, value)))
-}
-
-fn is_zero(code: &u16) -> bool {
-    *code == 0
-}
-
-/// One `details.causes` entry per forbidden field (at most [`MAX_CAUSES`]), written without
-/// building them.
-fn serialize_causes<S: Serializer>(paths: &&[FieldPath], serializer: S) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct Cause<'p> {
-        #[serde(serialize_with = "display")]
-        field: &'p FieldPath,
-        message: &'static str,
-        reason: &'static str,
-    }
-    fn display<S: Serializer>(path: &&FieldPath, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(path)
-    }
-    serializer.collect_seq(paths.iter().take(MAX_CAUSES).map(|field| Cause {
-        field,
-        message: "field cannot be updated",
-        reason: "FieldValueForbidden",
-    }))
-}
-
-/// The response AdmissionReview for `decision`, as `/validate` sends it.
-pub fn render(decision: &Decision, policy: &Policy) -> Result<Vec<u8>, serde_json::Error> {
+/// The response AdmissionReview for `decision`, as `/validate` sends it: written straight into
+/// one buffer, keys in sorted order. Fails only if a value's `Display` does.
+pub fn render(decision: &Decision, policy: &Policy) -> Result<Vec<u8>, fmt::Error> {
     let summary = &decision.summary;
     let outcome = &decision.outcome;
     let verdict = decision.verdict();
-    let status = match outcome {
-        _ if verdict.allows() => Status::default(),
-        Outcome::Skipped(_) => Status::default(),
-        Outcome::Judged { object_uid, .. } => failure(
-            message(decision, policy),
-            Details {
+    // An allowance is about 200 bytes, a denial with a few causes about 1 KB: written once.
+    let mut out = String::with_capacity(1024);
+    out.push_str("{\"apiVersion\":");
+    write_string(&mut out, summary.version.as_str())?;
+    out.push_str(",\"kind\":\"AdmissionReview\",\"response\":{\"allowed\":");
+    out.push_str(if verdict.allows() { "true" } else { "false" });
+    let annotations = audit_annotations(decision);
+    if !annotations.is_empty() {
+        out.push_str(",\"auditAnnotations\":{");
+        for (i, (key, value)) in annotations.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(&mut out, key)?;
+            out.push(':');
+            write_string(&mut out, value)?;
+        }
+        out.push('}');
+    }
+    out.push_str(",\"status\":{");
+    match outcome {
+        _ if verdict.allows() => {}
+        Outcome::Skipped(_) => {}
+        Outcome::Judged { object_uid, .. } => {
+            let details = Details {
                 causes: outcome.forbidden(),
                 group: &summary.resource.group,
                 kind: summary.governed.as_ref().map_or("", |g| &g.kind),
                 name: &summary.name,
                 uid: object_uid,
-            },
-        ),
-        Outcome::Undecidable(_) => failure(message(decision, policy), Details::default()),
-    };
-    let review = Review {
-        api_version: summary.version.as_str(),
-        kind: "AdmissionReview",
-        response: Response {
-            allowed: verdict.allows(),
-            audit_annotations: audit_annotations(decision),
-            status,
-            uid: &summary.uid,
-            warnings: warnings(decision),
-        },
-    };
-    // An allowance is about 200 bytes, a denial with a few causes about 1 KB: written once.
-    let mut body = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut body, &review)?;
-    Ok(body)
+            };
+            write_failure(&mut out, &details, &message(decision, policy))?;
+        }
+        Outcome::Undecidable(_) => {
+            write_failure(&mut out, &Details::default(), &message(decision, policy))?;
+        }
+    }
+    out.push_str("},\"uid\":");
+    write_string(&mut out, &summary.uid)?;
+    let warnings = warnings(decision);
+    if !warnings.is_empty() {
+        out.push_str(",\"warnings\":[");
+        for (i, warning) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(&mut out, warning)?;
+        }
+        out.push(']');
+    }
+    out.push_str("}}");
+    Ok(out.into_bytes())
 }
 
-/// A denial as the API server passes it to users: code 400, reason BadRequest, status Failure.
-fn failure<'a>(message: String, details: Details<'a>) -> Status<'a> {
-    Status {
-        code: 400,
-        details: Some(details),
-        message,
-        reason: "BadRequest",
-        status: "Failure",
+/// What a denial's `status.details` says: the forbidden fields (at most [`MAX_CAUSES`]) and the
+/// object; empty parts are left out.
+#[derive(Default)]
+struct Details<'a> {
+    causes: &'a [FieldPath],
+    group: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    uid: &'a str,
+}
+
+/// The members of a denial's `status` as the API server passes it to users: code 400, the
+/// details, the message, reason BadRequest, status Failure.
+fn write_failure(out: &mut String, details: &Details<'_>, message: &str) -> fmt::Result {
+    out.push_str("\"code\":400,\"details\":{");
+    let mut first = true;
+    let mut key = |out: &mut String, key: &str| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(key);
+        out.push_str("\":");
+    };
+    if !details.causes.is_empty() {
+        key(out, "causes");
+        out.push('[');
+        let mut text = String::with_capacity(64);
+        for (i, field) in details.causes.iter().take(MAX_CAUSES).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"field\":");
+            text.clear();
+            field.write_to(&mut text);
+            write_string(out, &text)?;
+            out.push_str(
+                ",\"message\":\"field cannot be updated\",\"reason\":\"FieldValueForbidden\"}",
+            );
+        }
+        out.push(']');
     }
+    for (name, value) in [
+        ("group", details.group),
+        ("kind", details.kind),
+        ("name", details.name),
+        ("uid", details.uid),
+    ] {
+        if !value.is_empty() {
+            key(out, name);
+            write_string(out, value)?;
+        }
+    }
+    out.push('}');
+    if !message.is_empty() {
+        out.push_str(",\"message\":");
+        write_string(out, message)?;
+    }
+    out.push_str(",\"reason\":\"BadRequest\",\"status\":\"Failure\"");
+    Ok(())
 }
 
 /// The message of a denial, as kubectl shows it after `denied the request: ` (empty when the
@@ -252,4 +239,275 @@ fn truncate(text: String, max: usize) -> String {
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+/// The response as serde_json serializes it from typed structs: what [`render`] writes by hand,
+/// kept as the oracle its bytes are checked against.
+#[cfg(test)]
+mod oracle {
+    use serde::{Serialize, Serializer};
+
+    use super::{audit_annotations, message, warnings};
+    use crate::admission::decision::{Decision, Outcome};
+    use crate::policy::{FieldPath, MAX_CAUSES, Policy};
+
+    /// The response AdmissionReview (keys in sorted order).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Review<'a> {
+        api_version: &'static str,
+        kind: &'static str,
+        response: Response<'a>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Response<'a> {
+        allowed: bool,
+        #[serde(
+            serialize_with = "serialize_annotations",
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        audit_annotations: Vec<(&'static str, String)>,
+        status: Status<'a>,
+        uid: &'a str,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    }
+
+    /// A `metav1.Status`, empty when allowed.
+    #[derive(Default, Serialize)]
+    struct Status<'a> {
+        #[serde(skip_serializing_if = "is_zero")]
+        code: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        details: Option<Details<'a>>,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        message: String,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        reason: &'static str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        status: &'static str,
+    }
+
+    #[derive(Default, Serialize)]
+    struct Details<'a> {
+        #[serde(
+            serialize_with = "serialize_causes",
+            skip_serializing_if = "<[_]>::is_empty"
+        )]
+        causes: &'a [FieldPath],
+        #[serde(skip_serializing_if = "str::is_empty")]
+        group: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        kind: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        name: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        uid: &'a str,
+    }
+
+    /// The annotations as a JSON object, in the (sorted) order [`audit_annotations`] made them.
+    fn serialize_annotations<S: Serializer>(
+        annotations: &[(&'static str, String)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(annotations.iter().map(|(key, value)| (key, value)))
+    }
+
+    fn is_zero(code: &u16) -> bool {
+        *code == 0
+    }
+
+    /// One `details.causes` entry per forbidden field (at most [`MAX_CAUSES`]), written without
+    /// building them.
+    fn serialize_causes<S: Serializer>(
+        paths: &&[FieldPath],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Cause<'p> {
+            #[serde(serialize_with = "display")]
+            field: &'p FieldPath,
+            message: &'static str,
+            reason: &'static str,
+        }
+        fn display<S: Serializer>(path: &&FieldPath, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(path)
+        }
+        serializer.collect_seq(paths.iter().take(MAX_CAUSES).map(|field| Cause {
+            field,
+            message: "field cannot be updated",
+            reason: "FieldValueForbidden",
+        }))
+    }
+
+    /// The response AdmissionReview for `decision`.
+    pub(super) fn render(
+        decision: &Decision,
+        policy: &Policy,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let summary = &decision.summary;
+        let outcome = &decision.outcome;
+        let verdict = decision.verdict();
+        let status = match outcome {
+            _ if verdict.allows() => Status::default(),
+            Outcome::Skipped(_) => Status::default(),
+            Outcome::Judged { object_uid, .. } => failure(
+                message(decision, policy),
+                Details {
+                    causes: outcome.forbidden(),
+                    group: &summary.resource.group,
+                    kind: summary.governed.as_ref().map_or("", |g| &g.kind),
+                    name: &summary.name,
+                    uid: object_uid,
+                },
+            ),
+            Outcome::Undecidable(_) => failure(message(decision, policy), Details::default()),
+        };
+        let review = Review {
+            api_version: summary.version.as_str(),
+            kind: "AdmissionReview",
+            response: Response {
+                allowed: verdict.allows(),
+                audit_annotations: audit_annotations(decision),
+                status,
+                uid: &summary.uid,
+                warnings: warnings(decision),
+            },
+        };
+        // An allowance is about 200 bytes, a denial with a few causes about 1 KB: written once.
+        let mut body = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut body, &review)?;
+        Ok(body)
+    }
+
+    /// A denial as the API server passes it to users: code 400, reason BadRequest, status Failure.
+    fn failure<'a>(message: String, details: Details<'a>) -> Status<'a> {
+        Status {
+            code: 400,
+            details: Some(details),
+            message,
+            reason: "BadRequest",
+            status: "Failure",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use crate::admission::review_in;
+    use crate::policy::{Mode, Policy, file};
+
+    /// Every policy shape a response depends on: the built-in one, a preset with an exemption
+    /// (exempted fields, warnings), and a policy file.
+    fn policies() -> Vec<Policy> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |path: &str| file::parse(&std::fs::read_to_string(root.join(path)).unwrap());
+        vec![
+            Policy::default(),
+            read("policies/kueue.yaml").unwrap(),
+            read("manifests/base/policy.yaml").unwrap(),
+        ]
+    }
+
+    /// The response written by hand and the one serde_json serializes for the same decision.
+    fn both(policy: &Policy, mode: Mode, body: &[u8]) -> Option<(String, String)> {
+        let reviewed = review_in(policy, mode, body).ok()?;
+        let oracle = super::oracle::render(&reviewed.decision, policy).unwrap();
+        Some((
+            String::from_utf8(reviewed.body).unwrap(),
+            String::from_utf8(oracle).unwrap(),
+        ))
+    }
+
+    const MODES: [Mode; 3] = [Mode::Enforce, Mode::Warn, Mode::Audit];
+
+    #[test]
+    fn every_recorded_review_is_rendered_as_serde_json_serializes_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut reviews = 0;
+        let kinds = std::fs::read_dir(root.join("kinds")).unwrap();
+        let kinds = kinds
+            .map(|kind| kind.unwrap().path())
+            .filter(|kind| kind.is_dir());
+        for dir in [root.join("pytorchjob"), root.join("reviews")]
+            .into_iter()
+            .chain(kinds)
+        {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if !(name.ends_with(".review.json") || name.ends_with(".request.json")) {
+                    continue;
+                }
+                let body = std::fs::read(&path).unwrap();
+                for policy in policies() {
+                    for mode in MODES {
+                        // A body that is no answerable review has no response to compare.
+                        if let Some((written, serialized)) = both(&policy, mode, &body) {
+                            assert_eq!(written, serialized, "{name} in {mode:?}");
+                            reviews += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // 17 PyTorchJob and recorded reviews, and 4 of every other kind, in 3 modes, under 3 policies.
+        assert!(
+            reviews >= (17 + 4 * 7) * 3 * 3,
+            "only {reviews} responses compared"
+        );
+    }
+
+    /// Texts that need escaping wherever the response echoes the request.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a\"\\\\\u{0}-\u{1f}\u{7f}é./\\[\\]]{0,12}"
+        ]
+    }
+
+    proptest! {
+        /// Any uid, name, namespace, user and changed keys (labels allowed, spec keys
+        /// forbidden, a scalar turned object) are written as serde_json writes them.
+        #[test]
+        fn any_decision_is_rendered_as_serde_json_serializes_it(
+            uid in text(), name in text(), namespace in text(), user in text(),
+            keys in prop::collection::vec(text(), 0..6), mode in 0..3usize, undecidable: bool,
+        ) {
+            let object = |version: &str| {
+                let changed: serde_json::Map<String, serde_json::Value> =
+                    keys.iter().map(|key| (key.clone(), json!(version))).collect();
+                json!({
+                    "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                    "metadata": {"name": name, "namespace": namespace, "uid": uid, "labels": changed},
+                    "spec": {"pytorchReplicaSpecs": changed, "runPolicy": {"cleanPodPolicy": version}},
+                })
+            };
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": uid,
+                    "kind": {"group": "kubeflow.org", "version": "v1", "kind": "PyTorchJob"},
+                    "resource": {"group": "kubeflow.org", "version": "v1", "resource": "pytorchjobs"},
+                    "name": name, "namespace": namespace, "operation": "UPDATE",
+                    "userInfo": {"username": user, "groups": [user]},
+                    "object": if undecidable { json!([1]) } else { object("new") },
+                    "oldObject": object("old"),
+                },
+            });
+            let body = serde_json::to_vec(&review).unwrap();
+            for policy in policies() {
+                if let Some((written, serialized)) = both(&policy, MODES[mode], &body) {
+                    prop_assert_eq!(written, serialized);
+                }
+            }
+        }
+    }
 }

@@ -12,6 +12,8 @@
 
 use std::borrow::Cow;
 
+use crate::json::special;
+
 /// One value or object key in the text: its byte range, and the position in `Index::nodes`
 /// right after its subtree (the next sibling, or where its parent's next sibling starts), with
 /// [`OPAQUE`] set on a container whose children were not indexed (see [`Index::of_twins`]).
@@ -530,37 +532,6 @@ impl Scanner<'_> {
     }
 }
 
-/// The first byte of `bytes` that ends a string's plain run: `"`, `\` or a control character
-/// (below 0x20). Eight bytes at a time in a word; `None` when there is none.
-#[inline]
-fn special(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
-    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
-    let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().ok()?);
-        // The lowest flagged byte of each term is the first byte that is a quote, a backslash,
-        // or below 0x20 (a borrow only ever flags bytes above a true one; bytes of 0x80 and
-        // above are never flagged).
-        let (q, b) = (word ^ QUOTES, word ^ BACKSLASHES);
-        let found = ((q.wrapping_sub(ONES) & !q)
-            | (b.wrapping_sub(ONES) & !b)
-            | (word.wrapping_sub(SPACES) & !word))
-            & HIGHS;
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    bytes[at..]
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|found| at + found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,25 +664,6 @@ mod tests {
         ] {
             assert!(!serde_accepts(text), "{text:?}");
             assert!(Index::of(text).is_none(), "{text:?}");
-        }
-    }
-
-    #[test]
-    fn special_bytes_are_found_at_every_offset() {
-        for len in 0..40 {
-            for at in 0..len {
-                for needle in [b'"', b'\\', 0x00, 0x1f] {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = needle;
-                    if at + 1 < len {
-                        bytes[len - 1] = b'"';
-                    }
-                    assert_eq!(special(&bytes), Some(at), "{len} {at} {needle}");
-                }
-            }
-            for plain in [b' ', 0x7f, 0x80, 0xa2, 0xdc, 0xff] {
-                assert_eq!(special(&vec![plain; len]), None, "{len} {plain}");
-            }
         }
     }
 

@@ -104,28 +104,44 @@ fn is_plain_identifier(key: &str) -> bool {
     }
 }
 
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl FieldPath {
+    /// Append the path's text (what `Display` writes) to `out`: keys that are identifiers after
+    /// dots, other keys as `["JSON string"]`, indices as `[n]`, the root as `<root>`. Written
+    /// straight into the string: paths are written several times per denial (message, causes,
+    /// audit annotations, log).
+    pub fn write_to(&self, out: &mut String) {
         if self.segments.is_empty() {
-            return f.write_str("<root>");
+            out.push_str("<root>");
+            return;
         }
         for (i, segment) in self.segments.iter().enumerate() {
             match segment {
                 Segment::Key(key) if is_plain_identifier(key) => {
                     if i > 0 {
-                        f.write_str(".")?;
+                        out.push('.');
                     }
-                    f.write_str(key)?;
+                    out.push_str(key);
                 }
                 Segment::Key(key) => {
                     // JSON string syntax: quotes and backslashes escaped, the same rules parse() reads.
-                    let quoted = serde_json::to_string(key).map_err(|_| fmt::Error)?;
-                    write!(f, "[{quoted}]")?;
+                    out.push('[');
+                    let _ = crate::json::write_string(out, key);
+                    out.push(']');
                 }
-                Segment::Index(index) => write!(f, "[{index}]")?,
+                Segment::Index(index) => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "[{index}]");
+                }
             }
         }
-        Ok(())
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(64);
+        self.write_to(&mut text);
+        f.write_str(&text)
     }
 }
 
