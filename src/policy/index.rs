@@ -76,7 +76,6 @@ impl<'a> Index<'a> {
         if text.len() >= OPAQUE as usize {
             return None;
         }
-        let quoted = |key: &str| format!("\"{key}\"").into_bytes();
         let nodes = Scanner {
             bytes: text.as_bytes(),
             // Kubernetes objects hold about one node per ten bytes, a review's later twin far
@@ -84,7 +83,7 @@ impl<'a> Index<'a> {
             // per 14 (small) to 31 (large) bytes. Rarely a reallocation, little unused.
             nodes: Vec::with_capacity(text.len() / 12 + 16),
             open: Vec::with_capacity(32),
-            twins: twins.map(|(first, second)| (quoted(first), quoted(second))),
+            twins: twins.map(|(first, second)| (first.as_bytes(), second.as_bytes())),
             hint: None,
         }
         .scan()?;
@@ -211,8 +210,8 @@ struct Scanner<'t> {
     nodes: Vec<Node>,
     /// The containers open around the current position.
     open: Vec<Open>,
-    /// The keys of [`Index::of_twins`], quoted as they appear in the text.
-    twins: Option<(Vec<u8>, Vec<u8>)>,
+    /// The keys of [`Index::of_twins`], as they appear in the text between their quotes.
+    twins: Option<(&'t [u8], &'t [u8])>,
     /// The node of the earlier twin the next value is expected to repeat, and whether a repeat
     /// may stand for it (not for the later twin itself, whose members are always indexed).
     hint: Option<(usize, bool)>,
@@ -375,12 +374,14 @@ impl Scanner<'_> {
             }
             return None;
         }
-        let (first, second) = self.twins.as_ref()?;
-        if key_text == first.as_slice() {
+        let (first, second) = self.twins?;
+        // `key_text` is the key with its quotes.
+        let is = |key: &[u8]| key_text.len() == key.len() + 2 && &key_text[1..=key.len()] == key;
+        if is(first) {
             // Its value is the next node; remembered for a later `second` in this object.
             open.first = Some(key + 1);
             None
-        } else if key_text == second.as_slice() {
+        } else if is(second) {
             open.first.map(|value| (value, false))
         } else {
             None
