@@ -132,57 +132,107 @@ pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
 }
 
 /// [`decode`] through the index: `None` whenever anything is unusual, for [`decode_whole`]
-/// to answer. What it returns is what `decode_whole` returns for the same body (the objects'
-/// members are the same texts, sorted the same way; the envelope is the same JSON but for the
-/// objects), with the objects indexed.
+/// to answer. What it returns is what `decode_whole` returns for the same body, with the
+/// objects indexed: each member the envelope's types name is read by its own type from its
+/// text, the way `Envelope`'s and `Request`'s derived readers read it in place, and the rest
+/// is not read again (the index validated it; serde_json skips unknown members without a
+/// depth limit, so there is nothing more to check). Whatever those readers would do
+/// differently falls back: a repeated field (an error for them), a member that does not read,
+/// an object that is not an object.
 fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
     let text = std::str::from_utf8(body).ok()?;
     // `oldObject` repeats most of `object`: where it does, a comparison validates it.
     let index = Arc::new(Index::of_twins(text, "object", "oldObject")?);
-    let request = index.member(index.root(), "request")?;
-    let members = index.members(request).unwrap_or_default();
-    // The last of a repeated key, as serde_json would keep it (it refuses repeats in the
-    // envelope anyway, and then the whole body is read again).
-    let member = |key| {
-        let (_, value) = members.iter().rev().find(|(k, _)| k == key)?;
-        value.starts_with('{').then_some(*value)
-    };
-    let (object, old_object) = (member("object"), member("oldObject"));
-    // The envelope with each object's text replaced by `{}`, in document order.
-    let mut cuts: Vec<&str> = object.into_iter().chain(old_object).collect();
-    cuts.sort_by_key(|cut| cut.as_ptr());
-    let mut envelope = String::with_capacity(text.len().min(4096));
-    let mut from = 0;
-    for cut in cuts {
-        let start = cut.as_ptr() as usize - text.as_ptr() as usize;
-        envelope.push_str(text.get(from..start)?);
-        envelope.push_str("{}");
-        from = start + cut.len();
+    let [api_version, kind, request] = fields(&index, index.root(), ENVELOPE_FIELDS)?;
+    let version = ReviewVersion::of(
+        &member_or_default::<String>(api_version)?,
+        &member_or_default::<String>(kind)?,
+    )
+    .ok()?;
+    let [
+        uid,
+        kind,
+        resource,
+        sub_resource,
+        name,
+        namespace,
+        operation,
+        user_info,
+        object,
+        old_object,
+        dry_run,
+    ] = fields(&index, request?, REQUEST_FIELDS)?;
+    let uid: String = member_as(uid?)?;
+    if uid.is_empty() {
+        return None;
     }
-    envelope.push_str(text.get(from..)?);
-    let decoded = decode_whole(envelope.as_bytes()).ok()?;
-    let raw = |text: Option<&'_ str>, decoded: Option<RawObject<'_>>| match (text, decoded) {
-        (None, None) => Some(None),
-        (None, Some(RawObject::Other(value))) => Some(Some(RawObject::Other(value))),
-        (Some(text), Some(RawObject::Members(members, _))) if members.is_empty() => {
-            RawObject::indexed(&index, text).map(Some)
-        }
-        _ => None,
+    let raw = |text: Option<&str>| match text {
+        None | Some("null") => Some(None),
+        Some(text) if text.starts_with('{') => RawObject::indexed(&index, text).map(Some),
+        Some(_) => None,
     };
     Some(Request {
-        object: raw(object, decoded.object)?,
-        old_object: raw(old_object, decoded.old_object)?,
-        uid: decoded.uid,
-        kind: decoded.kind,
-        resource: decoded.resource,
-        sub_resource: decoded.sub_resource,
-        name: decoded.name,
-        namespace: decoded.namespace,
-        operation: decoded.operation,
-        user_info: decoded.user_info,
-        dry_run: decoded.dry_run,
-        version: decoded.version,
+        uid,
+        kind: member_as(kind?)?,
+        resource: member_as(resource?)?,
+        sub_resource: member_or_default(sub_resource)?,
+        name: member_or_default(name)?,
+        namespace: member_or_default(namespace)?,
+        operation: member_as(operation?)?,
+        user_info: member_as(user_info?)?,
+        object: raw(object)?,
+        old_object: raw(old_object)?,
+        dry_run: member_or_default(dry_run)?,
+        version,
     })
+}
+
+/// The members [`Envelope`] reads, in the order [`fields`] returns them.
+const ENVELOPE_FIELDS: [&str; 3] = ["apiVersion", "kind", "request"];
+
+/// The members [`Request`] reads, in the order [`fields`] returns them.
+const REQUEST_FIELDS: [&str; 11] = [
+    "uid",
+    "kind",
+    "resource",
+    "subResource",
+    "name",
+    "namespace",
+    "operation",
+    "userInfo",
+    "object",
+    "oldObject",
+    "dryRun",
+];
+
+/// The texts of the members `names` of the object `value`, in that order (`None` where
+/// absent); `None` when `value` is no object of the index or a name is repeated.
+fn fields<'t, const N: usize>(
+    index: &Index<'t>,
+    value: &str,
+    names: [&str; N],
+) -> Option<[Option<&'t str>; N]> {
+    let mut found = [None; N];
+    for (key, text) in index.members(value)? {
+        match names.iter().position(|name| *name == key) {
+            Some(at) if found[at].is_none() => found[at] = Some(text),
+            Some(_) => return None,
+            None => {}
+        }
+    }
+    Some(found)
+}
+
+/// A member read by its type, as its derived reader reads it in place (the types the envelope
+/// names bound their own nesting, far below serde_json's depth limit); `None` when it does not
+/// read.
+fn member_as<'t, T: Deserialize<'t>>(text: &'t str) -> Option<T> {
+    serde_json::from_str(text).ok()
+}
+
+/// [`member_as`], or the type's default when the member is absent (`#[serde(default)]`).
+fn member_or_default<'t, T: Deserialize<'t> + Default>(text: Option<&'t str>) -> Option<T> {
+    text.map_or_else(|| Some(T::default()), member_as)
 }
 
 /// serde_json's reading of the whole body into kube's types.
@@ -354,5 +404,191 @@ impl LooseRequest {
             .as_ref()
             .and_then(Value::as_bool)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Whether two readings of a body are the same request (objects by their members).
+    fn same(a: &Request<'_>, b: &Request<'_>) -> bool {
+        let object = |raw: &Option<RawObject<'_>>| match raw {
+            Some(RawObject::Other(value)) => format!("other {value}"),
+            Some(raw) => format!("{:?}", raw.members()),
+            None => "none".to_owned(),
+        };
+        let rest = |r: &Request<'_>| {
+            format!(
+                "{:?}",
+                (
+                    &r.uid,
+                    &r.kind,
+                    &r.resource,
+                    &r.sub_resource,
+                    &r.name,
+                    &r.namespace,
+                    &r.operation,
+                    &r.user_info,
+                    r.dry_run,
+                    r.version,
+                )
+            )
+        };
+        rest(a) == rest(b)
+            && object(&a.object) == object(&b.object)
+            && object(&a.old_object) == object(&b.old_object)
+    }
+
+    /// What the index's reading says about a body, checked against serde_json's reading of the
+    /// whole of it; whether the index answered.
+    fn agrees(body: &[u8]) -> bool {
+        let Some(indexed) = decode_indexed(body) else {
+            return false;
+        };
+        let whole = decode_whole(body).expect("the index reads only what serde_json reads");
+        assert!(same(&indexed, &whole), "{}", String::from_utf8_lossy(body));
+        true
+    }
+
+    fn fixtures() -> Vec<Vec<u8>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut bodies = Vec::new();
+        for dir in ["pytorchjob", "reviews"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.to_string_lossy().into_owned();
+                if name.ends_with(".review.json") || name.ends_with(".request.json") {
+                    bodies.push(std::fs::read(path).unwrap());
+                }
+            }
+        }
+        bodies
+    }
+
+    #[test]
+    fn recorded_reviews_are_read_through_the_index_as_serde_json_reads_them() {
+        let bodies = fixtures();
+        let indexed = bodies.iter().filter(|body| agrees(body)).count();
+        // Every one with an UPDATE, CREATE or DELETE of an object; not the malformed ones.
+        assert!(
+            indexed >= 15,
+            "only {indexed} of {} read through the index",
+            bodies.len()
+        );
+    }
+
+    #[test]
+    fn what_the_derived_readers_refuse_is_left_to_them() {
+        let base: Value = serde_json::from_slice(&fixtures()[0]).unwrap();
+        let deep = (0..200).fold(json!(1), |inner, _| json!([inner]));
+        let with = |at: &str, value: Value| {
+            let mut review = base.clone();
+            review
+                .pointer_mut(at)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert("x".into(), value);
+            serde_json::to_vec(&review).unwrap()
+        };
+        for body in [
+            // An unread member nested beyond serde_json's depth limit: serde_json skips it
+            // without one, which is why the index's reading need not look at it.
+            with("/request", deep.clone()),
+            with("", deep.clone()),
+            with("/request/userInfo", deep),
+        ] {
+            assert!(agrees(&body));
+        }
+        // A repeated field, which the derived reader refuses.
+        let text = serde_json::to_string(&base).unwrap();
+        let repeated = text.replacen("\"request\":{", "\"request\":{\"uid\":\"a\",", 1);
+        assert_ne!(repeated, text);
+        assert!(decode_whole(repeated.as_bytes()).is_err());
+        assert!(decode_indexed(repeated.as_bytes()).is_none());
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z\"\\\\/é\u{1}]{0,8}".prop_map(Value::from),
+            prop_oneof![Just("UPDATE"), Just("admission.k8s.io/v1"), Just("")]
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("group".to_owned()),
+                        Just("version".to_owned()),
+                        Just("kind".to_owned()),
+                        Just("username".to_owned()),
+                        Just("groups".to_owned()),
+                        "[a-z]{1,3}",
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The members both readers care about, at both levels, and some they do not.
+    fn any_member() -> impl Strategy<Value = (bool, String)> {
+        const NAMES: [&str; 16] = [
+            "apiVersion",
+            "kind",
+            "request",
+            "uid",
+            "resource",
+            "subResource",
+            "name",
+            "namespace",
+            "operation",
+            "userInfo",
+            "object",
+            "oldObject",
+            "dryRun",
+            "options",
+            "version",
+            "requestKind",
+        ];
+        (
+            any::<bool>(),
+            prop::sample::select(NAMES.as_slice()).prop_map(str::to_owned),
+        )
+    }
+
+    proptest! {
+        /// Whatever a review's envelope holds (wrong types, nulls, missing or extra members),
+        /// the index's reading is serde_json's whenever the index answers.
+        #[test]
+        fn any_envelope_is_read_through_the_index_as_serde_json_reads_it(
+            fixture in 0..15usize,
+            changes in prop::collection::vec((any_member(), prop::option::of(any_json())), 1..4),
+        ) {
+            let bodies = fixtures();
+            let mut review: Value = serde_json::from_slice(&bodies[fixture % bodies.len()]).unwrap();
+            for ((in_request, name), value) in changes {
+                let at = if in_request { review.get_mut("request") } else { Some(&mut review) };
+                if let Some(Value::Object(members)) = at {
+                    match value {
+                        Some(value) => members.insert(name, value),
+                        None => members.remove(&name),
+                    };
+                }
+            }
+            agrees(&serde_json::to_vec(&review).unwrap());
+        }
     }
 }
