@@ -238,6 +238,8 @@ struct Twin {
     depth: usize,
 }
 
+// The scanner's steps are `#[inline(always)]`: called once per key and value, their calls
+// (saving and restoring the scanner's registers) cost as much as their work.
 impl Scanner<'_> {
     fn scan(mut self) -> Option<Vec<Node>> {
         let mut at = self.space(0);
@@ -324,6 +326,7 @@ impl Scanner<'_> {
 
     /// The start of the next member (its key, read here) or element at `at`: where its value
     /// starts, with the twin hint for it set.
+    #[inline(always)]
     fn member(&mut self, at: usize, object: bool) -> Option<usize> {
         if !object {
             self.hint = self.element_hint().map(|hint| (hint, true));
@@ -336,6 +339,7 @@ impl Scanner<'_> {
     }
 
     /// The earlier twin's element at the position of the next element.
+    #[inline(always)]
     fn element_hint(&mut self) -> Option<usize> {
         let twin = self.open.last_mut()?.twin.as_mut()?;
         let node = self.nodes[twin.node];
@@ -350,6 +354,7 @@ impl Scanner<'_> {
     /// The value the member whose key is node `key` is expected to repeat: the earlier twin's
     /// member of the same key text (searched from where the last one matched), or, for the
     /// later twin itself, the earlier twin (followed, never skipped).
+    #[inline(always)]
     fn member_hint(&mut self, key: usize) -> Option<(usize, bool)> {
         let bytes = self.bytes;
         let text = |node: Node| &bytes[node.start as usize..node.end as usize];
@@ -395,6 +400,7 @@ impl Scanner<'_> {
 
     /// Where the value at `at` ends if it is the bytes of the earlier twin's value `hint` again
     /// (a string or a container: values that end where their bytes do).
+    #[inline(always)]
     fn repeats(&self, hint: usize, at: usize) -> Option<usize> {
         let node = self.nodes[hint];
         let earlier = self.text_of(hint);
@@ -421,6 +427,7 @@ impl Scanner<'_> {
     }
 
     /// Record a value (or key) from `start` to `end` with no children.
+    #[inline(always)]
     fn push(&mut self, start: usize, end: usize) {
         let after = self.nodes.len() as u32 + 1;
         self.nodes.push(Node {
@@ -431,6 +438,7 @@ impl Scanner<'_> {
     }
 
     /// Close the innermost container, which ends at `end`.
+    #[inline(always)]
     fn close(&mut self, end: usize) {
         if let Some(Open { node: at, .. }) = self.open.pop() {
             let after = self.nodes.len() as u32;
@@ -441,6 +449,7 @@ impl Scanner<'_> {
     }
 
     /// A key at `at` (recorded as a node), then its colon: where the value starts.
+    #[inline(always)]
     fn key(&mut self, at: usize) -> Option<usize> {
         if self.bytes.get(at) != Some(&b'"') {
             return None;
@@ -454,6 +463,7 @@ impl Scanner<'_> {
         Some(self.space(colon + 1))
     }
 
+    #[inline(always)]
     fn space(&self, mut at: usize) -> usize {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(at) {
             at += 1;
@@ -461,6 +471,7 @@ impl Scanner<'_> {
         at
     }
 
+    #[inline(always)]
     fn literal(&mut self, at: usize, word: &[u8]) -> Option<usize> {
         let end = at + word.len();
         if self.bytes.get(at..end)? != word {
@@ -472,6 +483,7 @@ impl Scanner<'_> {
 
     /// The number at `at` (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`): where
     /// it ends.
+    #[inline(always)]
     fn number(&self, mut at: usize) -> Option<usize> {
         let digit = |at: usize| self.bytes.get(at).is_some_and(u8::is_ascii_digit);
         let digits = |mut at: usize| {
@@ -509,6 +521,7 @@ impl Scanner<'_> {
 
     /// The string whose opening quote is at `at`: one past its closing quote. No control
     /// character inside; every escape one of `\" \\ \/ \b \f \n \r \t \uXXXX`.
+    #[inline(always)]
     fn string(&self, at: usize) -> Option<usize> {
         let bytes = self.bytes;
         let mut at = at + 1;
