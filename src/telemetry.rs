@@ -20,7 +20,6 @@ use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -125,7 +124,7 @@ where
         // A decision line is a few hundred bytes.
         let mut line = String::with_capacity(512);
         line.push_str("{\"timestamp\":\"");
-        SystemTime.format_time(&mut Writer::new(&mut line))?;
+        write_timestamp(&mut line, std::time::SystemTime::now());
         line.push_str("\",\"level\":\"");
         line.push_str(metadata.level().as_str());
         line.push_str("\",\"target\":");
@@ -139,6 +138,36 @@ where
         line.push_str("}\n");
         writer.write_str(&line)
     }
+}
+
+/// `at` in UTC as RFC 3339 with microseconds (`2026-12-02T03:59:17.123456Z`), what
+/// tracing-subscriber's `SystemTime` writes, digit by digit rather than through `fmt`.
+fn write_timestamp(line: &mut String, at: std::time::SystemTime) {
+    let at = time::OffsetDateTime::from(at);
+    let digits = |line: &mut String, value: u32, width: u32| {
+        for place in (0..width).rev() {
+            line.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+    };
+    match u32::try_from(at.year()) {
+        Ok(year) if year <= 9999 => digits(line, year, 4),
+        _ => {
+            let _ = write!(line, "{:+}", at.year());
+        }
+    }
+    for (separator, value) in [
+        ('-', u8::from(at.month())),
+        ('-', at.day()),
+        ('T', at.hour()),
+        (':', at.minute()),
+        (':', at.second()),
+    ] {
+        line.push(separator);
+        digits(line, u32::from(value), 2);
+    }
+    line.push('.');
+    digits(line, at.microsecond(), 6);
+    line.push('Z');
 }
 
 /// Writes each field as `,"name":value`.
@@ -210,6 +239,21 @@ mod tests {
         type Writer = Lines;
         fn make_writer(&'a self) -> Lines {
             self.clone()
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_in_utc_with_microseconds() {
+        for (seconds, nanos, expected) in [
+            (0, 0, "1970-01-01T00:00:00.000000Z"),
+            (1_764_647_957, 123_456_001, "2025-12-02T03:59:17.123456Z"),
+            (951_782_400, 999_999_046, "2000-02-29T00:00:00.999999Z"),
+            (4_102_444_799, 500_000_000, "2099-12-31T23:59:59.500000Z"),
+        ] {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos);
+            let mut line = String::new();
+            write_timestamp(&mut line, at);
+            assert_eq!(line, expected);
         }
     }
 

@@ -160,21 +160,32 @@ impl fmt::Display for Subject<'_> {
 #[derive(Debug)]
 pub struct KindPath<'a>(&'a Summary);
 
+impl KindPath<'_> {
+    /// Append the path to `out`, piece by piece (it goes into every decision line).
+    pub fn write_to(&self, out: &mut String) {
+        let summary = self.0;
+        let (group, version, kind) = match &summary.governed {
+            Some(governed) => (&governed.group, &summary.resource.version, &governed.kind),
+            None => (
+                &summary.kind.group,
+                &summary.kind.version,
+                &summary.kind.kind,
+            ),
+        };
+        for (i, part) in [group, version, kind].into_iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.push_str(part);
+        }
+    }
+}
+
 impl fmt::Display for KindPath<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let summary = self.0;
-        match &summary.governed {
-            Some(governed) => write!(
-                f,
-                "{}/{}/{}",
-                governed.group, summary.resource.version, governed.kind
-            ),
-            None => write!(
-                f,
-                "{}/{}/{}",
-                summary.kind.group, summary.kind.version, summary.kind.kind
-            ),
-        }
+        let mut path = String::with_capacity(64);
+        self.write_to(&mut path);
+        f.write_str(&path)
     }
 }
 
