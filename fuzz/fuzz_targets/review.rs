@@ -1,7 +1,9 @@
 //! Decode and decide arbitrary bytes, exactly as `/validate` does after reading the body.
 //!
 //! Never panics, and when an answer comes out it is a well-formed response review that echoes
-//! the request's uid, states the verdict the decision holds, and is the same every time.
+//! the request's uid, states the verdict the decision holds, and is the same every time. And
+//! wherever the body's index reads the request, it reads what serde_json reads from the whole
+//! body.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -14,6 +16,7 @@ use serde_json::Value;
 static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
 
 fuzz_target!(|data: &[u8]| {
+    admission::request::indexed_reading_agrees(data);
     let Ok(reviewed) = admission::review(&POLICY, data) else {
         return;
     };
