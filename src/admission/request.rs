@@ -145,8 +145,8 @@ fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
     let index = Arc::new(Index::of_twins(text, "object", "oldObject")?);
     let [api_version, kind, request] = fields(&index, index.root(), ENVELOPE_FIELDS)?;
     let version = ReviewVersion::of(
-        &member_or_default::<String>(api_version)?,
-        &member_or_default::<String>(kind)?,
+        &api_version.map_or(Some(String::new()), text_member)?,
+        &kind.map_or(Some(String::new()), text_member)?,
     )
     .ok()?;
     let [
@@ -162,7 +162,7 @@ fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
         old_object,
         dry_run,
     ] = fields(&index, request?, REQUEST_FIELDS)?;
-    let uid: String = member_as(uid?)?;
+    let uid = text_member(uid?)?;
     if uid.is_empty() {
         return None;
     }
@@ -173,16 +173,26 @@ fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
     };
     Some(Request {
         uid,
-        kind: member_as(kind?)?,
+        kind: kind_member(&index, kind?)?,
         resource: member_as(resource?)?,
-        sub_resource: member_or_default(sub_resource)?,
-        name: member_or_default(name)?,
-        namespace: member_or_default(namespace)?,
-        operation: member_as(operation?)?,
+        sub_resource: optional_text_member(sub_resource)?,
+        name: name.map_or(Some(String::new()), text_member)?,
+        namespace: optional_text_member(namespace)?,
+        operation: match operation? {
+            "\"CREATE\"" => Operation::Create,
+            "\"UPDATE\"" => Operation::Update,
+            "\"DELETE\"" => Operation::Delete,
+            "\"CONNECT\"" => Operation::Connect,
+            other => member_as(other)?,
+        },
         user_info: member_as(user_info?)?,
         object: raw(object)?,
         old_object: raw(old_object)?,
-        dry_run: member_or_default(dry_run)?,
+        dry_run: match dry_run {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => member_as(other)?,
+        },
         version,
     })
 }
@@ -230,9 +240,39 @@ fn member_as<'t, T: Deserialize<'t>>(text: &'t str) -> Option<T> {
     serde_json::from_str(text).ok()
 }
 
-/// [`member_as`], or the type's default when the member is absent (`#[serde(default)]`).
-fn member_or_default<'t, T: Deserialize<'t> + Default>(text: Option<&'t str>) -> Option<T> {
-    text.map_or_else(|| Some(T::default()), member_as)
+/// A string member: the text between its quotes when it holds no escape (exactly what
+/// serde_json reads from such a string of a validated text), else [`member_as`].
+fn text_member(text: &str) -> Option<String> {
+    match text
+        .strip_prefix('"')
+        .and_then(|text| text.strip_suffix('"'))
+    {
+        Some(inner) if !inner.contains('\\') => Some(inner.to_owned()),
+        _ => member_as(text),
+    }
+}
+
+/// An optional string member (`#[serde(default)] Option<String>`): absent or `null` is `None`.
+fn optional_text_member(text: Option<&str>) -> Option<Option<String>> {
+    match text {
+        None | Some("null") => Some(None),
+        Some(text) => text_member(text).map(Some),
+    }
+}
+
+/// A `GroupVersionKind` member read as its derived reader reads an object: the three strings
+/// once each, other members ignored. Anything else (its array form, say) is left to
+/// [`member_as`].
+fn kind_member(index: &Index<'_>, text: &str) -> Option<GroupVersionKind> {
+    if !text.starts_with('{') {
+        return member_as(text);
+    }
+    let [group, version, kind] = fields(index, text, ["group", "version", "kind"])?;
+    Some(GroupVersionKind {
+        group: text_member(group?)?,
+        version: text_member(version?)?,
+        kind: text_member(kind?)?,
+    })
 }
 
 /// serde_json's reading of the whole body into kube's types.
@@ -512,6 +552,19 @@ mod tests {
         ] {
             assert!(indexed_reading_agrees(&body));
         }
+        // Escaped strings, in every string the index's reading takes without serde_json.
+        let mut escaped = base.clone();
+        for at in [
+            "/request/uid",
+            "/request/name",
+            "/request/namespace",
+            "/request/kind/group",
+        ] {
+            *escaped.pointer_mut(at).unwrap() = json!("a\"b\\c/\u{1}é");
+        }
+        let body = serde_json::to_vec(&escaped).unwrap();
+        assert!(String::from_utf8_lossy(&body).contains(r#""a\"b\\c/\u0001é""#));
+        assert!(indexed_reading_agrees(&body));
         // A repeated field, which the derived reader refuses.
         let text = serde_json::to_string(&base).unwrap();
         let repeated = text.replacen("\"request\":{", "\"request\":{\"uid\":\"a\",", 1);
