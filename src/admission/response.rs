@@ -1,9 +1,11 @@
 //! Rendering a [`Decision`] into the response AdmissionReview: the one place its wire form is
 //! made.
 //!
-//! The document is serialized directly, in a fixed key order (every object's keys sorted, as the
-//! golden files hold them), so the bytes are deterministic: allowed; or denied as the API server
-//! passes it to users — `code: 400`, `reason: BadRequest`, `status: Failure`, a message naming
+//! The document is written directly into one string, strings escaped as serde_json escapes them
+//! ([`crate::json`]), in a fixed key order (every object's keys sorted, as the golden files hold
+//! them), so the bytes are deterministic; the serde_json structs it replaced stay, under
+//! `cfg(test)`, as the oracle it is checked against. The answer is allowed, or denied as the API
+//! server passes it to users — `code: 400`, `reason: BadRequest`, `status: Failure`, a message naming
 //! every offending field and one `details.causes` entry per field. Audit annotations say why
 //! for every request about a governed kind (the API server prefixes each key with the
 //! webhook's name); a warning names the fields an exemption let through.
