@@ -177,21 +177,16 @@ impl<'a> Index<'a> {
     }
 
     /// The value of the last `key` member of the object `value` (a value of this index), as
-    /// serde_json keeps the last of a repeated key.
+    /// serde_json keeps the last of a repeated key. For the tests: production reads members
+    /// through [`Index::members`].
+    #[cfg(test)]
     pub fn member(&self, value: &str, key: &str) -> Option<&'a str> {
-        let at = self.find(value)?;
-        if !value.starts_with('{') {
-            return None;
-        }
-        let end = self.after_children(at)?;
-        let (mut child, mut found) = (at + 1, None);
-        while child < end {
-            if self::key(self.slice(child)).is_some_and(|k| k == key) {
-                found = Some(self.slice(child + 1));
-            }
-            child = self.nodes[child + 1].after();
-        }
-        found
+        let members = self.members(value)?;
+        members
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 }
 
