@@ -467,6 +467,27 @@ mod tests {
         );
     }
 
+    /// Both warnings at once: `warn` mode's would-deny and an exemption's, on Kueue's suspend
+    /// with a forbidden change beside it.
+    #[test]
+    fn two_warnings_are_rendered_as_serde_json_serializes_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fixture = root.join("tests/fixtures/pytorchjob/kueue-suspend.review.json");
+        let mut review: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        let replicas = "/request/object/spec/pytorchReplicaSpecs/Worker/replicas";
+        *review.pointer_mut(replicas).unwrap() = json!(64);
+        let body = serde_json::to_vec(&review).unwrap();
+        let kueue = &policies()[1];
+        let (written, serialized) = both(kueue, Mode::Warn, &body).unwrap();
+        let response: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(
+            response["response"]["warnings"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(written, serialized);
+    }
+
     /// Texts that need escaping wherever the response echoes the request.
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
