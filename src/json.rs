@@ -56,18 +56,7 @@ pub fn write_escaped<W: fmt::Write + ?Sized>(out: &mut W, text: &str) -> fmt::Re
             b'\t' => out.write_str("\\t")?,
             0x08 => out.write_str("\\b")?,
             0x0c => out.write_str("\\f")?,
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let escape = [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
-                ];
-                out.write_str(std::str::from_utf8(&escape).map_err(|_| fmt::Error)?)?;
-            }
+            _ => write!(out, "\\u{byte:04x}")?,
         }
         // The special byte is ASCII: the rest starts on a character boundary.
         rest = &rest[at + 1..];

@@ -14,14 +14,14 @@ use std::fmt::{self, Write as _};
 use std::io::BufWriter;
 
 use tracing::field::{Field, Visit};
-
-use crate::json::{Escaping, write_string};
 use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::json::{Escaping, write_string};
 
 /// Lines waiting for the writer at most; past it, new lines are dropped and counted. A decision
 /// line is a few hundred bytes (a deny-heavy one a few KiB), so the queue holds a few MiB.

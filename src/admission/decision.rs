@@ -181,14 +181,6 @@ impl KindPath<'_> {
     }
 }
 
-impl fmt::Display for KindPath<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut path = String::with_capacity(64);
-        self.write_to(&mut path);
-        f.write_str(&path)
-    }
-}
-
 /// Why a request was allowed without being judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
