@@ -16,7 +16,8 @@ use crate::json::special;
 
 /// One value or object key in the text: its byte range, and the position in `Index::nodes`
 /// right after its subtree (the next sibling, or where its parent's next sibling starts), with
-/// [`OPAQUE`] set on a container whose children were not indexed (see [`Index::of_twins`]).
+/// [`OPAQUE`] set on a container whose children were not indexed (see [`Index::of_twins`]) and
+/// [`ESCAPED`] on a key that holds an escape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Node {
     start: u32,
@@ -27,9 +28,16 @@ struct Node {
 /// The bit of [`Node::after`] that marks a value validated by comparison, without children.
 const OPAQUE: u32 = 1 << 31;
 
+/// The bit of [`Node::after`] that marks a key with a backslash in it: only those are
+/// unescaped, the rest are borrowed without looking at their bytes again.
+const ESCAPED: u32 = 1 << 30;
+
+/// The longest text indexed: node positions (at most one per byte) fit beside both bits.
+const MAX_TEXT: usize = 1 << 30;
+
 impl Node {
     fn after(self) -> usize {
-        (self.after & !OPAQUE) as usize
+        (self.after & !(OPAQUE | ESCAPED)) as usize
     }
 
     fn len(self) -> usize {
@@ -56,7 +64,7 @@ pub struct Index<'a> {
 
 impl<'a> Index<'a> {
     /// Index `text`, or `None` when it is not one JSON value (with optional surrounding
-    /// whitespace) as serde_json reads it, or is 2 GiB or longer.
+    /// whitespace) as serde_json reads it, or is 1 GiB or longer.
     pub fn of(text: &'a str) -> Option<Self> {
         Self::scan(text, None)
     }
@@ -73,7 +81,7 @@ impl<'a> Index<'a> {
     }
 
     fn scan(text: &'a str, twins: Option<(&str, &str)>) -> Option<Self> {
-        if text.len() >= OPAQUE as usize {
+        if text.len() >= MAX_TEXT {
             return None;
         }
         let nodes = Scanner {
@@ -128,7 +136,7 @@ impl<'a> Index<'a> {
         let mut members = Vec::with_capacity(self.children(at + 1, end) / 2);
         let mut child = at + 1;
         while child < end {
-            let key = key(self.slice(child))?;
+            let key = self.key(child)?;
             members.push((key, self.slice(child + 1)));
             child = self.nodes[child + 1].after();
         }
@@ -188,15 +196,19 @@ impl<'a> Index<'a> {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
     }
-}
 
-/// A key's text (with its quotes) unescaped: borrowed when it has no escapes.
-fn key(quoted: &str) -> Option<Cow<'_, str>> {
-    let inner = &quoted[1..quoted.len() - 1];
-    if inner.contains('\\') {
-        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
-    } else {
-        Some(Cow::Borrowed(inner))
+    /// The key at node `at`, unescaped: borrowed when it has no escapes.
+    fn key(&self, at: usize) -> Option<Cow<'a, str>> {
+        let node = self.nodes[at];
+        if node.after & ESCAPED != 0 {
+            return serde_json::from_str::<String>(self.slice(at))
+                .ok()
+                .map(Cow::Owned);
+        }
+        // Its quotes are ASCII: the text between them is whole characters.
+        Some(Cow::Borrowed(
+            &self.text[node.start as usize + 1..node.end as usize - 1],
+        ))
     }
 }
 
@@ -280,7 +292,7 @@ impl Scanner<'_> {
                         }
                     }
                     b'"' => {
-                        at = self.string(at)?;
+                        at = self.string(at)?.0;
                         self.push(start, at);
                     }
                     b't' => at = self.literal(at, b"true")?,
@@ -449,8 +461,11 @@ impl Scanner<'_> {
         if self.bytes.get(at) != Some(&b'"') {
             return None;
         }
-        let end = self.string(at)?;
+        let (end, escaped) = self.string(at)?;
         self.push(at, end);
+        if escaped && let Some(node) = self.nodes.last_mut() {
+            node.after |= ESCAPED;
+        }
         let colon = self.space(end);
         if self.bytes.get(colon) != Some(&b':') {
             return None;
@@ -514,24 +529,30 @@ impl Scanner<'_> {
         Some(at)
     }
 
-    /// The string whose opening quote is at `at`: one past its closing quote. No control
-    /// character inside; every escape one of `\" \\ \/ \b \f \n \r \t \uXXXX`.
+    /// The string whose opening quote is at `at`: one past its closing quote, and whether it
+    /// holds an escape. No control character inside; every escape one of
+    /// `\" \\ \/ \b \f \n \r \t \uXXXX`.
     #[inline(always)]
-    fn string(&self, at: usize) -> Option<usize> {
+    fn string(&self, at: usize) -> Option<(usize, bool)> {
         let bytes = self.bytes;
         let mut at = at + 1;
+        let mut escaped = false;
         loop {
             at += special(bytes.get(at..)?)?;
             match bytes[at] {
-                b'"' => return Some(at + 1),
+                b'"' => return Some((at + 1, escaped)),
                 b'\\' => match *bytes.get(at + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                        at += 2;
+                        escaped = true;
+                    }
                     b'u' => {
                         let hex = bytes.get(at + 2..at + 6)?;
                         if !hex.iter().all(u8::is_ascii_hexdigit) {
                             return None;
                         }
                         at += 6;
+                        escaped = true;
                     }
                     _ => return None,
                 },
