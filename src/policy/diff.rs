@@ -399,7 +399,10 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
         }
         // Scalars, a type change, or one side absent: parse what is there and compare values.
         let parse = |raw: Option<&str>| match raw {
-            Some(raw) => serde_json::from_str::<Value>(raw),
+            Some(raw) => match plain_scalar(raw) {
+                Some(value) => Ok(value),
+                None => serde_json::from_str::<Value>(raw),
+            },
             None => Ok(Value::Null),
         };
         let (old, new) = (parse(old)?, parse(new)?);
@@ -493,6 +496,26 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
     }
 }
 
+/// The value of a validated JSON text that is one of the scalars Kubernetes objects are mostly
+/// made of, read without serde_json: `true`, `false`, `null`, a string without escapes, or an
+/// integer of up to 18 digits without sign, fraction or exponent (what serde_json reads as a
+/// `u64`). `None` for anything else, which serde_json reads.
+fn plain_scalar(raw: &str) -> Option<Value> {
+    match raw.as_bytes() {
+        b"true" => Some(Value::Bool(true)),
+        b"false" => Some(Value::Bool(false)),
+        b"null" => Some(Value::Null),
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            // Validated text: between its quotes, whole characters.
+            Some(Value::String(raw[1..raw.len() - 1].to_owned()))
+        }
+        digits @ [b'0'..=b'9', ..] if digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) => {
+            raw.parse::<u64>().ok().map(|n| Value::Number(n.into()))
+        }
+        _ => None,
+    }
+}
+
 /// Equality of two values of which at most one is a container: containers never equal scalars.
 fn scalars_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -539,6 +562,41 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn plain_scalars_read_as_serde_json_reads_them() {
+        for text in [
+            "true", "false", "null", "0", "7", "123456789012345678", "\"\"", "\"abc\"",
+            "\"caf\u{e9} \u{1f600}\"",
+        ] {
+            let expected: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(plain_scalar(text), Some(expected), "{text}");
+        }
+        // Left to serde_json: signs, fractions, exponents, long numbers, escapes, containers.
+        for text in [
+            "-1", "-0", "1.5", "1e3", "1234567890123456789", "\"a\\nb\"", "[]", "{}",
+        ] {
+            assert_eq!(plain_scalar(text), None, "{text}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_scalars_agree_with_serde_json(value in prop_oneof![
+            proptest::num::u64::ANY.prop_map(Value::from),
+            proptest::num::i64::ANY.prop_map(Value::from),
+            proptest::num::f64::NORMAL.prop_map(Value::from),
+            ".*".prop_map(Value::from),
+            proptest::bool::ANY.prop_map(Value::from),
+        ]) {
+            let text = value.to_string();
+            if let Some(read) = plain_scalar(&text) {
+                prop_assert_eq!(read, serde_json::from_str::<Value>(&text).unwrap());
+            }
+        }
     }
 
     #[test]
