@@ -212,6 +212,11 @@ pub(super) fn changed_leaves_of_values(
 /// (a PyTorchJob's deepest fields are about 20 levels down).
 pub const MAX_RAW_DEPTH: usize = 32;
 
+/// How many containers deep [`Walk::raw_leaves`] reads before it leaves a subtree to the
+/// parsed walk: far below serde_json's nesting limit (128), so what that limit refuses is still
+/// refused in its words.
+const MAX_RAW_NESTING: usize = 64;
+
 /// Read a JSON object's members, keys borrowed where they can be, values as raw texts, sorted
 /// by key; a repeated key keeps its last value, as [`Value`] does.
 fn read_members<'de, M: MapAccess<'de>>(
@@ -397,6 +402,21 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
                 _ => {}
             }
         }
+        // A container added or removed whole, with no default standing in for its absence: its
+        // leaves, read through the index. Whatever that reading cannot settle exactly as the
+        // parsed walk would (an escape, a number for serde_json to judge, deep nesting) is
+        // undone and left to it.
+        if let (None, Some(text)) | (Some(text), None) = (old, new)
+            && matches!(shape(text), b'{' | b'[')
+            && self.rules.default_at(&self.path).is_none()
+        {
+            let side = usize::from(old.is_none());
+            let mark = self.changed.len();
+            if self.raw_leaves(text, side, 0).is_some() {
+                return Ok(());
+            }
+            self.changed.truncate(mark);
+        }
         // Scalars, a type change, or one side absent: parse what is there and compare values.
         let parse = |raw: Option<&str>| match raw {
             Some(raw) => match plain_scalar(raw) {
@@ -461,6 +481,46 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
         }
     }
 
+    /// [`Walk::leaves`] of the raw text `text` of side `side` (0 old, 1 new), `nesting`
+    /// containers below where it began: the same leaves, or `None` (with the working path as it
+    /// was) where the parsed walk must decide: a container the index cannot split, a string
+    /// with an escape or a number serde_json has to read (either may be an error there), or
+    /// nesting deeper than [`MAX_RAW_NESTING`].
+    fn raw_leaves(&mut self, text: &'t str, side: usize, nesting: usize) -> Option<()> {
+        if !self.path.is_root() && self.rules.skip(&self.path) {
+            return Some(());
+        }
+        match shape(text) {
+            b'{' | b'[' if nesting >= MAX_RAW_NESTING => None,
+            b'{' => {
+                let members = sorted(self.structure[side].members(text)?);
+                for (key, child) in &members {
+                    self.path.push_key(key);
+                    let read = self.raw_leaves(child, side, nesting + 1);
+                    self.path.pop();
+                    read?;
+                }
+                Some(())
+            }
+            b'[' => {
+                let elements = self.structure[side].elements(text)?;
+                for (index, child) in elements.into_iter().enumerate() {
+                    self.path.push_index(index);
+                    let read = self.raw_leaves(child, side, nesting + 1);
+                    self.path.pop();
+                    read?;
+                }
+                Some(())
+            }
+            b'n' => Some(()),
+            _ => {
+                let scalar = plain_scalar(text)?;
+                self.leaves(&scalar);
+                Some(())
+            }
+        }
+    }
+
     /// Record every leaf of `value` (one side of a change) under the current path.
     fn leaves(&mut self, value: &Value) {
         if !self.path.is_root() && self.rules.skip(&self.path) {
@@ -509,7 +569,9 @@ fn plain_scalar(raw: &str) -> Option<Value> {
             // Validated text: between its quotes, whole characters.
             Some(Value::String(raw[1..raw.len() - 1].to_owned()))
         }
-        digits @ [b'0'..=b'9', ..] if digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) => {
+        digits @ [b'0'..=b'9', ..]
+            if digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) =>
+        {
             raw.parse::<u64>().ok().map(|n| Value::Number(n.into()))
         }
         _ => None,
@@ -567,7 +629,14 @@ mod tests {
     #[test]
     fn plain_scalars_read_as_serde_json_reads_them() {
         for text in [
-            "true", "false", "null", "0", "7", "123456789012345678", "\"\"", "\"abc\"",
+            "true",
+            "false",
+            "null",
+            "0",
+            "7",
+            "123456789012345678",
+            "\"\"",
+            "\"abc\"",
             "\"caf\u{e9} \u{1f600}\"",
         ] {
             let expected: Value = serde_json::from_str(text).unwrap();
@@ -575,7 +644,14 @@ mod tests {
         }
         // Left to serde_json: signs, fractions, exponents, long numbers, escapes, containers.
         for text in [
-            "-1", "-0", "1.5", "1e3", "1234567890123456789", "\"a\\nb\"", "[]", "{}",
+            "-1",
+            "-0",
+            "1.5",
+            "1e3",
+            "1234567890123456789",
+            "\"a\\nb\"",
+            "[]",
+            "{}",
         ] {
             assert_eq!(plain_scalar(text), None, "{text}");
         }
@@ -785,6 +861,63 @@ mod tests {
         for (old, new) in cases {
             let (full, raw) = both(old, new);
             assert_eq!(raw, full, "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn containers_added_or_removed_whole_agree_with_the_full_diff() {
+        let added = [
+            r#"{"l":{"app":"x","team":"y"}}"#,
+            r#"{"l":{"d":1,"d":{"e":[2,"z"]}}}"#,
+            r#"{"l":[1,-2,3.5,1e2,12345678901234567890,"s",true,false,null,{}]}"#,
+            r#"{"l":{"k\"ey":"v","e":"\u00e9\n","n":{"status":1}}}"#,
+            r#"{"l":[[[[{"a":[{"b":{"c":"deep"}}]}]]]]}"#,
+            r#"{"status":{"a":1},"l":{"status":{"b":2}}}"#,
+        ];
+        for text in added {
+            for (old, new) in [("{}", text), (text, "{}")] {
+                let (full, raw) = both(old, new);
+                assert_eq!(raw, full, "{old} -> {new}");
+            }
+        }
+        // Defaults hold inside an added container as in the parsed walk.
+        let rules = SuspendDefaultsFalse;
+        for (old, new) in [
+            ("{}", r#"{"runPolicy":{"ttl":1,"suspend":false}}"#),
+            ("{}", r#"{"runPolicy":{"suspend":true}}"#),
+            (r#"{"runPolicy":{"suspend":false,"x":[1]}}"#, "{}"),
+        ] {
+            let full = changed_leaves_of_values(
+                &serde_json::from_str(old).unwrap(),
+                &serde_json::from_str(new).unwrap(),
+                &rules,
+            );
+            let raw = changed_leaves(
+                &serde_json::from_str::<RawObject<'_>>(old).unwrap(),
+                &serde_json::from_str::<RawObject<'_>>(new).unwrap(),
+                &rules,
+            )
+            .unwrap();
+            assert_eq!(raw, full, "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn an_added_container_serde_json_refuses_is_refused_in_its_words() {
+        let never = |_: &FieldPath| false;
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for added in [r#"{"n":1e400}"#, r#"["\ud800"]"#, deep.as_str()] {
+            let parsed = serde_json::from_str::<Value>(added)
+                .unwrap_err()
+                .to_string();
+            let new = format!(r#"{{"a":{added}}}"#);
+            let error = changed_leaves(
+                &serde_json::from_str::<RawObject<'_>>("{}").unwrap(),
+                &serde_json::from_str::<RawObject<'_>>(&new).unwrap(),
+                &never,
+            )
+            .unwrap_err();
+            assert_eq!(error.to_string(), parsed, "{added}");
         }
     }
 
