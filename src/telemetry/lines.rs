@@ -1,0 +1,241 @@
+//! The log writer off the request path: a bounded queue of formatted lines and one thread that
+//! writes them out in batches.
+//!
+//! A request appends its line to the queue under a lock held for the copy, and wakes nobody:
+//! the writer thread takes everything queued every [`FLUSH_INTERVAL`], or as soon as
+//! [`WAKE_AT_LINES`] lines wait, and writes it with one call. So a review never makes a system
+//! call for its log line, an idle server's lines still appear within the interval, and a busy
+//! one's are written in large batches. When the writer is [`MAX_LINES`] lines behind (its output
+//! stalled), new lines are dropped and counted ([`Queue::dropped`]): logging never blocks a
+//! review. Dropping the [`Flusher`] writes what is queued and stops the thread, so a server that
+//! shuts down loses no line. Touches only the writer it is given.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How long a line waits for the writer at most while fewer than [`WAKE_AT_LINES`] are queued:
+/// short for a person reading the log, long enough that an idle server's writer sleeps.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Lines queued at most; past it, new lines are dropped and counted.
+pub const MAX_LINES: usize = 4096;
+
+/// Queued lines at which the writer is woken before its interval ends: a quarter of the
+/// queue, so a burst never fills it while the writer sleeps.
+const WAKE_AT_LINES: usize = MAX_LINES / 4;
+
+/// A batch's buffer that grew beyond this is not kept for the next batch.
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
+
+/// The lines waiting for the writer.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: usize,
+    closed: bool,
+}
+
+/// Where requests leave their lines and the writer takes them.
+#[derive(Debug, Default)]
+pub struct Queue {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    dropped: AtomicU64,
+}
+
+impl Queue {
+    /// Lines dropped because [`MAX_LINES`] were already queued.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding the lock leaves whole lines behind: keep going.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queue one line (or drop and count it when the queue is full).
+    fn push(&self, line: &[u8]) {
+        let mut pending = self.lock();
+        if pending.lines >= MAX_LINES {
+            drop(pending);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.bytes.extend_from_slice(line);
+        pending.lines += 1;
+        if pending.lines == WAKE_AT_LINES {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wait until lines are due (the interval passed, enough are queued, or the queue is
+    /// closed), then swap them into `batch`. Whether the queue is closed.
+    fn take(&self, batch: &mut Vec<u8>) -> bool {
+        let mut pending = self.lock();
+        if pending.lines < WAKE_AT_LINES && !pending.closed {
+            pending = self
+                .wake
+                .wait_timeout(pending, FLUSH_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        std::mem::swap(&mut pending.bytes, batch);
+        pending.lines = 0;
+        pending.closed
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// What the subscriber writes an event's line through: one `write` per line (the fmt layer
+/// formats the whole line first), queued whole.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueWriter<'q>(&'q Queue);
+
+impl Write for QueueWriter<'_> {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.0.push(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The subscriber's writer: a handle on the queue.
+#[derive(Debug, Clone)]
+pub struct Lines(Arc<Queue>);
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = QueueWriter<'a>;
+
+    fn make_writer(&'a self) -> QueueWriter<'a> {
+        QueueWriter(&self.0)
+    }
+}
+
+/// Keeps the writer thread; dropping it writes what is queued and joins the thread.
+#[derive(Debug)]
+pub struct Flusher {
+    queue: Arc<Queue>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.queue.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Start a writer thread named `name` writing the queued lines to `out`: the subscriber's
+/// writer, the thread's keeper, and the queue (for its drop count).
+pub fn spawn<W: Write + Send + 'static>(
+    name: &str,
+    mut out: W,
+) -> io::Result<(Lines, Flusher, Arc<Queue>)> {
+    let queue = Arc::new(Queue::default());
+    let taken = Arc::clone(&queue);
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            loop {
+                let closed = taken.take(&mut batch);
+                if !batch.is_empty() {
+                    // Nowhere to report a failing log writer but the log: carry on.
+                    let _ = out.write_all(&batch).and_then(|()| out.flush());
+                    batch.clear();
+                    if batch.capacity() > KEPT_BUFFER_BYTES {
+                        batch = Vec::new();
+                    }
+                }
+                if closed {
+                    return;
+                }
+            }
+        })?;
+    let flusher = Flusher {
+        queue: Arc::clone(&queue),
+        thread: Some(thread),
+    };
+    Ok((Lines(Arc::clone(&queue)), flusher, queue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A writer whose batches are seen by the test.
+    struct Sink(mpsc::Sender<Vec<u8>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let _ = self.0.send(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn line(lines: &Lines, text: &str) {
+        lines.make_writer().write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_line_of_a_running_server_is_written_by_the_writer_on_its_own() {
+        let (sender, batches) = mpsc::channel();
+        let (lines, _flusher, _) = spawn("test-log-writer", Sink(sender)).unwrap();
+        line(&lines, "one\n");
+        // Nothing closes the queue: the writer's interval brings the line out.
+        let batch = batches.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(batch, b"one\n");
+    }
+
+    #[test]
+    fn closing_writes_every_queued_line_in_order() {
+        let (sender, batches) = mpsc::channel();
+        let (lines, flusher, queue) = spawn("test-log-writer", Sink(sender)).unwrap();
+        let expected: String = (0..WAKE_AT_LINES * 3).map(|i| format!("{i}\n")).collect();
+        for text in expected.split_inclusive('\n') {
+            line(&lines, text);
+        }
+        drop(flusher);
+        let written: Vec<u8> = batches.try_iter().flatten().collect();
+        assert_eq!(String::from_utf8(written).unwrap(), expected);
+        assert_eq!(queue.dropped(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_new_lines() {
+        // No writer thread: nothing takes the lines.
+        let queue = Queue::default();
+        for i in 0..MAX_LINES + 7 {
+            queue.push(format!("{i}\n").as_bytes());
+        }
+        assert_eq!(queue.dropped(), 7);
+        let mut batch = Vec::new();
+        queue.close();
+        assert!(queue.take(&mut batch));
+        let kept = String::from_utf8(batch).unwrap();
+        assert_eq!(kept.lines().count(), MAX_LINES);
+        assert_eq!(kept.lines().last(), Some(&*(MAX_LINES - 1).to_string()));
+        // Taken lines make room again.
+        queue.push(b"again\n");
+        assert_eq!(queue.dropped(), 7);
+    }
+}
