@@ -278,9 +278,12 @@ impl FieldPattern {
     }
 
     fn matches_prefix_of(&self, path: &FieldPath) -> bool {
+        // From the last segment back: patterns mostly share their first segments (`metadata.…`)
+        // and differ in the last, which then settles it first.
         self.segments
             .iter()
             .zip(&path.segments)
+            .rev()
             .all(|(pattern, segment)| match pattern {
                 PatternSegment::Any => true,
                 PatternSegment::Exact(exact) => exact == segment,
