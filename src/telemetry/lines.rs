@@ -3,7 +3,7 @@
 //!
 //! A request appends its line to the queue under a lock held for the copy, and wakes nobody:
 //! the writer thread takes everything queued every [`FLUSH_INTERVAL`], or as soon as
-//! [`WAKE_AT_LINES`] lines wait, and writes it with one call. So a review never makes a system
+//! [`WAKE_AT_LINES`] lines or [`WAKE_AT_BYTES`] bytes wait, and writes it with one call. So a review never makes a system
 //! call for its log line, an idle server's lines still appear within the interval, and a busy
 //! one's are written in large batches. When the writer is [`MAX_LINES`] lines behind (its output
 //! stalled), new lines are dropped and counted ([`Queue::dropped`]): logging never blocks a
@@ -29,8 +29,12 @@ pub const MAX_LINES: usize = 4096;
 /// queue, so a burst never fills it while the writer sleeps.
 const WAKE_AT_LINES: usize = MAX_LINES / 4;
 
+/// Queued bytes at which the writer is woken before its interval ends, so long lines (a
+/// deny-heavy review's names hundreds of paths) do not pile up in memory meanwhile.
+const WAKE_AT_BYTES: usize = 128 * 1024;
+
 /// A batch's buffer that grew beyond this is not kept for the next batch.
-const KEPT_BUFFER_BYTES: usize = 1 << 20;
+const KEPT_BUFFER_BYTES: usize = 2 * WAKE_AT_BYTES;
 
 /// The lines waiting for the writer.
 #[derive(Debug, Default)]
@@ -67,18 +71,26 @@ impl Queue {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let before = pending.bytes.len();
         pending.bytes.extend_from_slice(line);
         pending.lines += 1;
-        if pending.lines == WAKE_AT_LINES {
+        if pending.lines == WAKE_AT_LINES
+            || (before < WAKE_AT_BYTES && pending.bytes.len() >= WAKE_AT_BYTES)
+        {
             self.wake.notify_one();
         }
     }
 
-    /// Wait until lines are due (the interval passed, enough are queued, or the queue is
-    /// closed), then swap them into `batch`. Whether the queue is closed.
+    /// Whether the writer should take the lines now rather than at the end of its interval.
+    fn due(pending: &Pending) -> bool {
+        pending.lines >= WAKE_AT_LINES || pending.bytes.len() >= WAKE_AT_BYTES || pending.closed
+    }
+
+    /// Wait until lines are due (the interval passed, enough lines or bytes are queued, or the
+    /// queue is closed), then swap them into `batch`. Whether the queue is closed.
     fn take(&self, batch: &mut Vec<u8>) -> bool {
         let mut pending = self.lock();
-        if pending.lines < WAKE_AT_LINES && !pending.closed {
+        if !Self::due(&pending) {
             pending = self
                 .wake
                 .wait_timeout(pending, FLUSH_INTERVAL)
@@ -218,6 +230,22 @@ mod tests {
         let written: Vec<u8> = batches.try_iter().flatten().collect();
         assert_eq!(String::from_utf8(written).unwrap(), expected);
         assert_eq!(queue.dropped(), 0);
+    }
+
+    #[test]
+    fn many_lines_or_long_ones_are_due_before_the_interval_ends() {
+        let queue = Queue::default();
+        queue.push(b"short\n");
+        assert!(!Queue::due(&queue.lock()));
+        queue.push(&vec![b'x'; WAKE_AT_BYTES]);
+        assert!(Queue::due(&queue.lock()), "bytes");
+        let queue = Queue::default();
+        for _ in 0..WAKE_AT_LINES - 1 {
+            queue.push(b"line\n");
+        }
+        assert!(!Queue::due(&queue.lock()));
+        queue.push(b"line\n");
+        assert!(Queue::due(&queue.lock()), "lines");
     }
 
     #[test]
