@@ -3,12 +3,13 @@
 //!
 //! A request appends its line to the queue under a lock held for the copy, and wakes nobody:
 //! the writer thread takes everything queued every [`FLUSH_INTERVAL`], or as soon as
-//! [`WAKE_AT_LINES`] lines or [`WAKE_AT_BYTES`] bytes wait, and writes it with one call. So a review never makes a system
-//! call for its log line, an idle server's lines still appear within the interval, and a busy
-//! one's are written in large batches. When the writer is [`MAX_LINES`] lines behind (its output
-//! stalled), new lines are dropped and counted ([`Queue::dropped`]): logging never blocks a
-//! review. Dropping the [`Flusher`] writes what is queued and stops the thread, so a server that
-//! shuts down loses no line. Touches only the writer it is given.
+//! [`WAKE_AT_LINES`] lines or [`WAKE_AT_BYTES`] bytes wait, and writes it with one call. So a
+//! review never makes a system call for its log line, an idle server's lines still appear within
+//! the interval, and a busy one's are written in large batches. When the writer is
+//! [`MAX_LINES`] lines behind (its output stalled), new lines are dropped and counted
+//! ([`Queue::dropped`]): logging never blocks a review. Dropping the [`Flusher`] writes what is
+//! queued and stops the thread, so a server that shuts down loses no line. Touches only the
+//! writer it is given.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,11 +28,11 @@ pub const MAX_LINES: usize = 4096;
 
 /// Queued lines at which the writer is woken before its interval ends: a quarter of the
 /// queue, so a burst never fills it while the writer sleeps.
-const WAKE_AT_LINES: usize = MAX_LINES / 4;
+pub const WAKE_AT_LINES: usize = MAX_LINES / 4;
 
 /// Queued bytes at which the writer is woken before its interval ends, so long lines (a
 /// deny-heavy review's names hundreds of paths) do not pile up in memory meanwhile.
-const WAKE_AT_BYTES: usize = 128 * 1024;
+pub const WAKE_AT_BYTES: usize = 128 * 1024;
 
 /// A batch's buffer that grew beyond this is not kept for the next batch.
 const KEPT_BUFFER_BYTES: usize = 2 * WAKE_AT_BYTES;
