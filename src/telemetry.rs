@@ -13,7 +13,6 @@
 pub mod lines;
 
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -42,20 +41,18 @@ pub enum LogFormat {
 /// and counts the lines dropped under overload.
 #[derive(Debug)]
 pub struct Logging {
-    _writer: lines::Flusher,
-    queue: Arc<lines::Queue>,
+    writer: lines::Flusher,
 }
 
 impl Logging {
     /// Lines dropped because the writer was [`LOG_QUEUE_LINES`] behind.
     pub fn dropped_lines(&self) -> u64 {
-        self.queue.dropped()
+        self.writer.dropped()
     }
 
     /// A handle that reads the dropped-line count (for the metrics).
     pub fn dropped_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let queue = Arc::clone(&self.queue);
-        move || queue.dropped()
+        self.writer.dropped_counter()
     }
 }
 
@@ -66,7 +63,7 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<Logging> {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(level)?,
     };
-    let (writer, flusher, queue) = lines::spawn("log-writer", std::io::stderr())?;
+    let (writer, flusher) = lines::spawn("log-writer", std::io::stderr())?;
     let result = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -78,10 +75,7 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<Logging> {
             .map_err(Into::into),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
-    Ok(Logging {
-        _writer: flusher,
-        queue,
-    })
+    Ok(Logging { writer: flusher })
 }
 
 /// The `--log-format json` subscriber over `writer`: one JSON object per line,

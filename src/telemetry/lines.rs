@@ -8,13 +8,13 @@
 //! the interval, and a busy one's are written in large batches. When the writer is
 //! [`MAX_LINES`] lines behind (its output stalled), new lines are dropped and counted
 //! ([`Queue::dropped`]): logging never blocks a review. Dropping the [`Flusher`] writes what is
-//! queued and stops the thread, so a server that shuts down loses no line. Touches only the
-//! writer it is given.
+//! queued and stops the thread, so a server that shuts down loses no line, unless its output
+//! is stalled: then it waits [`SHUTDOWN_WAIT`] and no longer. Touches only the writer it is
+//! given.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -137,33 +137,50 @@ impl<'a> MakeWriter<'a> for Lines {
     }
 }
 
-/// Keeps the writer thread; dropping it writes what is queued and joins the thread.
+/// How long dropping the [`Flusher`] waits for the writer to write what is queued: a stalled
+/// stderr must not hold a shutting-down server forever.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// Keeps the writer thread; dropping it writes what is queued, waiting for that at most
+/// [`SHUTDOWN_WAIT`].
 #[derive(Debug)]
 pub struct Flusher {
     queue: Arc<Queue>,
-    thread: Option<JoinHandle<()>>,
+    /// Closed (its sender dropped) when the writer thread has written its last batch.
+    finished: mpsc::Receiver<()>,
+}
+
+impl Flusher {
+    /// Lines dropped because [`MAX_LINES`] were already queued.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+
+    /// A handle that reads the dropped-line count, for as long as anyone holds it.
+    pub fn dropped_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let queue = Arc::clone(&self.queue);
+        move || queue.dropped()
+    }
 }
 
 impl Drop for Flusher {
     fn drop(&mut self) {
         self.queue.close();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // Disconnected once the thread has finished; a timeout leaves a stalled writer behind.
+        let _ = self.finished.recv_timeout(SHUTDOWN_WAIT);
     }
 }
 
 /// Start a writer thread named `name` writing the queued lines to `out`: the subscriber's
-/// writer, the thread's keeper, and the queue (for its drop count).
-pub fn spawn<W: Write + Send + 'static>(
-    name: &str,
-    mut out: W,
-) -> io::Result<(Lines, Flusher, Arc<Queue>)> {
+/// writer and the thread's keeper.
+pub fn spawn<W: Write + Send + 'static>(name: &str, mut out: W) -> io::Result<(Lines, Flusher)> {
     let queue = Arc::new(Queue::default());
     let taken = Arc::clone(&queue);
-    let thread = std::thread::Builder::new()
+    let (finish, finished) = mpsc::channel::<()>();
+    std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
+            let _finish = finish;
             let mut batch = Vec::new();
             loop {
                 let closed = taken.take(&mut batch);
@@ -182,15 +199,15 @@ pub fn spawn<W: Write + Send + 'static>(
         })?;
     let flusher = Flusher {
         queue: Arc::clone(&queue),
-        thread: Some(thread),
+        finished,
     };
-    Ok((Lines(Arc::clone(&queue)), flusher, queue))
+    Ok((Lines(queue), flusher))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
+    use std::time::Instant;
 
     /// A writer whose batches are seen by the test.
     struct Sink(mpsc::Sender<Vec<u8>>);
@@ -212,7 +229,7 @@ mod tests {
     #[test]
     fn a_line_of_a_running_server_is_written_by_the_writer_on_its_own() {
         let (sender, batches) = mpsc::channel();
-        let (lines, _flusher, _) = spawn("test-log-writer", Sink(sender)).unwrap();
+        let (lines, _flusher) = spawn("test-log-writer", Sink(sender)).unwrap();
         line(&lines, "one\n");
         // Nothing closes the queue: the writer's interval brings the line out.
         let batch = batches.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -222,15 +239,44 @@ mod tests {
     #[test]
     fn closing_writes_every_queued_line_in_order() {
         let (sender, batches) = mpsc::channel();
-        let (lines, flusher, queue) = spawn("test-log-writer", Sink(sender)).unwrap();
+        let (lines, flusher) = spawn("test-log-writer", Sink(sender)).unwrap();
         let expected: String = (0..WAKE_AT_LINES * 3).map(|i| format!("{i}\n")).collect();
         for text in expected.split_inclusive('\n') {
             line(&lines, text);
         }
+        assert_eq!(flusher.dropped(), 0);
         drop(flusher);
         let written: Vec<u8> = batches.try_iter().flatten().collect();
         assert_eq!(String::from_utf8(written).unwrap(), expected);
-        assert_eq!(queue.dropped(), 0);
+    }
+
+    /// A writer that never returns from its first write: a stderr nobody reads.
+    struct Stalled(mpsc::Sender<()>, mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let _ = self.0.send(());
+            let _ = self.1.recv();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_holds_shutdown_for_the_wait_only() {
+        let (writing, started) = mpsc::channel();
+        let (_never, release) = mpsc::channel();
+        let (lines, flusher) = spawn("test-log-writer", Stalled(writing, release)).unwrap();
+        line(&lines, "stuck\n");
+        started.recv_timeout(Duration::from_secs(30)).unwrap();
+        line(&lines, "queued behind it\n");
+        let dropping = Instant::now();
+        drop(flusher);
+        let waited = dropping.elapsed();
+        assert!(waited >= SHUTDOWN_WAIT, "{waited:?}");
+        assert!(waited < SHUTDOWN_WAIT * 10, "{waited:?}");
     }
 
     #[test]
