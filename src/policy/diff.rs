@@ -404,8 +404,7 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
         }
         // A container added or removed whole, with no default standing in for its absence: its
         // leaves, read through the index. Whatever that reading cannot settle exactly as the
-        // parsed walk would (an escape, a number for serde_json to judge, deep nesting) is
-        // undone and left to it.
+        // parsed walk would (a scalar serde_json refuses, deep nesting) is undone and left to it.
         if let (None, Some(text)) | (Some(text), None) = (old, new)
             && matches!(shape(text), b'{' | b'[')
             && self.rules.default_at(&self.path).is_none()
@@ -483,9 +482,9 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
 
     /// [`Walk::leaves`] of the raw text `text` of side `side` (0 old, 1 new), `nesting`
     /// containers below where it began: the same leaves, or `None` (with the working path as it
-    /// was) where the parsed walk must decide: a container the index cannot split, a string
-    /// with an escape or a number serde_json has to read (either may be an error there), or
-    /// nesting deeper than [`MAX_RAW_NESTING`].
+    /// was) where the parsed walk must decide: a container the index cannot split, a scalar
+    /// serde_json refuses (a number beyond f64, a lone surrogate: an error there, in its
+    /// words), or nesting deeper than [`MAX_RAW_NESTING`].
     fn raw_leaves(&mut self, text: &'t str, side: usize, nesting: usize) -> Option<()> {
         if !self.path.is_root() && self.rules.skip(&self.path) {
             return Some(());
@@ -514,7 +513,7 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
             }
             b'n' => Some(()),
             _ => {
-                let scalar = plain_scalar(text)?;
+                let scalar = plain_scalar(text).or_else(|| serde_json::from_str(text).ok())?;
                 self.leaves(&scalar);
                 Some(())
             }
