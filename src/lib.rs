@@ -6,8 +6,8 @@
 //!
 //! | module | what lives there | may touch |
 //! | --- | --- | --- |
-//! | [`json`] | JSON text at the byte level: where a string's plain run ends, strings escaped as serde_json escapes them | nothing (pure) |
-//! | [`policy`] | the decision core: [`policy::Policy`], the production raw diff ([`policy::diff`]) over the body's structural index ([`policy::index`]), the policy file, the rollout mode, [`policy::FieldPath`] | nothing (pure) |
+//! | [`json`] | JSON text at the byte level, with its bounds: strings escaped as serde_json escapes them, the body's structural index ([`json::Index`], at most [`json::MAX_DEPTH`] deep), raw member readers ([`json::RawObject`]) | nothing (pure) |
+//! | [`policy`] | the decision core: [`policy::Policy`], the production raw diff ([`policy::diff`]) over the body's index, the policy file, the rollout mode, [`policy::FieldPath`] | [`json`] (pure) |
 //! | [`admission`] | AdmissionReview bytes in, response review bytes out ([`admission::review`]): the one path behind every front door | nothing (pure) |
 //! | [`certs`] | rcgen dev CA and serving certificate | files it is told to write |
 //! | [`telemetry`] | the `tracing` subscriber | stderr |

@@ -17,7 +17,6 @@
 
 pub mod diff;
 pub mod file;
-pub mod index;
 pub mod mode;
 #[cfg(any(test, feature = "oracle"))]
 pub mod oracle;
@@ -28,7 +27,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use diff::RawObject;
+pub use crate::json::RawObject;
 pub use mode::Mode;
 pub use path::{FieldPath, FieldPattern, ParsePathError, PatternSegment, Segment};
 

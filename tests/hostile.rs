@@ -207,10 +207,11 @@ async fn odd_bodies_get_the_right_answer_quickly_and_the_server_keeps_serving() 
             "100,000-deep nested arrays as the body",
             "",
             deep_arrays.clone().into_bytes(),
-            // Refused at the first byte: a review is an object.
+            // Refused at the 128th `[`, where its byte is first read (json::MAX_DEPTH), in
+            // serde_json's words for its limit: nothing is built for the levels before it.
             Expect::Rejected(
                 StatusCode::BAD_REQUEST,
-                "not an AdmissionReview: invalid type: sequence",
+                "not an AdmissionReview: recursion limit exceeded at line 1 column 128",
             ),
         ),
         (
@@ -220,9 +221,9 @@ async fn odd_bodies_get_the_right_answer_quickly_and_the_server_keeps_serving() 
                 &review("u10b", |r| r["deep"] = "DEEP".into()),
                 &[("\"DEEP\"", deep_arrays.as_str())],
             ),
-            // An unknown field is skipped without building it (iteratively: no recursion), as
-            // the API server's own decoder skips unknown fields; the review itself is fine.
-            Expect::Allowed,
+            // Nesting past json::MAX_DEPTH is refused where it is read, wherever it is: the
+            // review is still a governed UPDATE, so it is denied with the cause.
+            Expect::Denied("the admission request cannot be read: recursion limit exceeded"),
         ),
         (
             "100,000-deep nested arrays in both objects, differing at the bottom",
@@ -240,8 +241,8 @@ async fn odd_bodies_get_the_right_answer_quickly_and_the_server_keeps_serving() 
                     ),
                 ],
             ),
-            // The raw walk stops descending at 32 levels and the parser's limit (128) refuses
-            // the rest: linear work, no stack overflow.
+            // Refused where the body is first read (json::MAX_DEPTH, serde_json's limit): no
+            // level past it is indexed, walked or parsed.
             Expect::Denied("the admission request cannot be read: recursion limit exceeded"),
         ),
         (

@@ -1,7 +1,8 @@
 //! The structural index against serde_json, on arbitrary bytes.
 //!
 //! Checks: no panic; a UTF-8 text is indexed exactly when serde_json reads it as one JSON value
-//! (`IgnoredAny`, the same grammar its `RawValue` reading checks), both by `Index::of` and by
+//! (`IgnoredAny`, the same grammar its `RawValue` reading checks) within serde_json's recursion
+//! limit (`json::MAX_DEPTH` containers, counted here outside strings), both by `Index::of` and by
 //! `Index::of_twins` (as reviews are: `oldObject` checked against `object` where it repeats it;
 //! the fixtures seed it with real reviews); and in an indexed text, every object's members (keys
 //! unescaped, values as texts, in document order, repeats kept) and every array's elements are
@@ -9,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pytorchjob_guard::policy::index::Index;
+use pytorchjob_guard::json::{Index, MAX_DEPTH};
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -97,14 +98,33 @@ fn agrees(index: &Index<'_>, value: &str) {
     }
 }
 
+/// How many containers deep a valid JSON text nests (brackets counted outside strings).
+fn depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for byte in text.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let serde = serde_json::from_str::<IgnoredAny>(text).is_ok();
+    let serde = serde_json::from_str::<IgnoredAny>(text).is_ok() && depth(text) < MAX_DEPTH;
     for index in [Index::of(text), Index::of_twins(text, "object", "oldObject")] {
-        assert_eq!(index.is_some(), serde, "indexed exactly when serde_json reads it: {text:?}");
-        if let Some(index) = index {
+        assert_eq!(index.is_ok(), serde, "indexed exactly when serde_json reads it: {text:?}");
+        if let Ok(index) = index {
             assert_eq!(index.root(), text.trim_matches([' ', '\t', '\n', '\r']));
             agrees(&index, index.root());
         }

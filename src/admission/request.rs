@@ -17,8 +17,8 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use super::ReviewError;
-use crate::policy::RawObject;
-use crate::policy::index::Index;
+use crate::json::index::{self, Refusal};
+use crate::json::{Index, RawObject};
 
 /// The AdmissionReview API versions the API server sends (v1beta1 from clusters before 1.22 or
 /// webhooks that list it first in `admissionReviewVersions`); the response echoes the request's.
@@ -126,9 +126,21 @@ pub enum Read<'a> {
 /// reading after it) is exactly serde_json's.
 pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     match decode_indexed(body) {
-        Some(request) => Ok(request),
-        None => decode_whole(body),
+        Ok(request) => Ok(request),
+        // serde_json would stop at the same container: its words, read without building
+        // anything for the levels above it.
+        Err(Unindexed::TooDeep) => Err(ReviewError::Malformed(index::nesting_error(body))),
+        Err(Unindexed::Other) => decode_whole(body),
     }
+}
+
+/// Why [`decode_indexed`] did not answer.
+#[derive(Debug)]
+enum Unindexed {
+    /// The body nests deeper than [`crate::json::MAX_DEPTH`]: refused where that container's byte was read.
+    TooDeep,
+    /// Anything else unusual, for serde_json's reading of the whole body to answer.
+    Other,
 }
 
 /// [`decode`] through the index: `None` whenever anything is unusual, for [`decode_whole`]
@@ -139,11 +151,21 @@ pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
 /// depth limit, so there is nothing more to check). Whatever those readers would do
 /// differently falls back: a repeated field (an error for them), a member that does not read,
 /// an object that is not an object.
-fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
-    let text = std::str::from_utf8(body).ok()?;
+fn decode_indexed(body: &[u8]) -> Result<Request<'_>, Unindexed> {
+    let text = std::str::from_utf8(body).map_err(|_| Unindexed::Other)?;
     // `oldObject` repeats most of `object`: where it does, a comparison validates it.
-    let index = Arc::new(Index::of_twins(text, "object", "oldObject")?);
-    let [api_version, kind, request] = fields(&index, index.root(), ENVELOPE_FIELDS)?;
+    let index = match Index::of_twins(text, "object", "oldObject") {
+        Ok(index) => Arc::new(index),
+        Err(Refusal::TooDeep) => return Err(Unindexed::TooDeep),
+        Err(Refusal::Invalid | Refusal::TooLong) => return Err(Unindexed::Other),
+    };
+    read_indexed(&index).ok_or(Unindexed::Other)
+}
+
+/// The request of the indexed body, read as [`decode_whole`] reads it; `None` whenever anything
+/// is unusual.
+fn read_indexed<'t>(index: &Arc<Index<'t>>) -> Option<Request<'t>> {
+    let [api_version, kind, request] = fields(index, index.root(), ENVELOPE_FIELDS)?;
     let version = ReviewVersion::of(
         &api_version.map_or(Some(String::new()), text_member)?,
         &kind.map_or(Some(String::new()), text_member)?,
@@ -161,19 +183,19 @@ fn decode_indexed(body: &[u8]) -> Option<Request<'_>> {
         object,
         old_object,
         dry_run,
-    ] = fields(&index, request?, REQUEST_FIELDS)?;
+    ] = fields(index, request?, REQUEST_FIELDS)?;
     let uid = text_member(uid?)?;
     if uid.is_empty() {
         return None;
     }
     let raw = |text: Option<&str>| match text {
         None | Some("null") => Some(None),
-        Some(text) if text.starts_with('{') => RawObject::indexed(&index, text).map(Some),
+        Some(text) if text.starts_with('{') => RawObject::indexed(index, text).map(Some),
         Some(_) => None,
     };
     Some(Request {
         uid,
-        kind: kind_member(&index, kind?)?,
+        kind: kind_member(index, kind?)?,
         resource: member_as(resource?)?,
         sub_resource: optional_text_member(sub_resource)?,
         name: name.map_or(Some(String::new()), text_member)?,
@@ -482,7 +504,7 @@ fn same(a: &Request<'_>, b: &Request<'_>) -> bool {
 /// whether the index answered.
 #[cfg(any(test, feature = "oracle"))]
 pub fn indexed_reading_agrees(body: &[u8]) -> bool {
-    let Some(indexed) = decode_indexed(body) else {
+    let Ok(indexed) = decode_indexed(body) else {
         return false;
     };
     let whole = decode_whole(body).expect("the index reads only what serde_json reads");
@@ -544,13 +566,21 @@ mod tests {
             serde_json::to_vec(&review).unwrap()
         };
         for body in [
-            // An unread member nested beyond serde_json's depth limit: serde_json skips it
-            // without one, which is why the index's reading need not look at it.
+            // A member nested beyond serde_json's depth limit, even one nobody reads: refused
+            // where its bytes are first read, in serde_json's words for its limit.
             with("/request", deep.clone()),
             with("", deep.clone()),
             with("/request/userInfo", deep),
         ] {
-            assert!(indexed_reading_agrees(&body));
+            assert!(matches!(decode_indexed(&body), Err(Unindexed::TooDeep)));
+            let Err(ReviewError::Malformed(error)) = decode(&body) else {
+                panic!("a body nested too deep is no request");
+            };
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("recursion limit exceeded at line 1 column")
+            );
         }
         // Escaped strings, in every string the index's reading takes without serde_json.
         let mut escaped = base.clone();
@@ -570,7 +600,7 @@ mod tests {
         let repeated = text.replacen("\"request\":{", "\"request\":{\"uid\":\"a\",", 1);
         assert_ne!(repeated, text);
         assert!(decode_whole(repeated.as_bytes()).is_err());
-        assert!(decode_indexed(repeated.as_bytes()).is_none());
+        assert!(decode_indexed(repeated.as_bytes()).is_err());
     }
 
     fn any_json() -> impl Strategy<Value = Value> {

@@ -5,14 +5,19 @@
 //! A review's body is indexed once, whole; decoding it takes `object` and `oldObject` from the
 //! index instead of having serde_json validate them a second time, and the diff descends into
 //! changed levels through it instead of re-scanning each one. [`Index::of`] accepts exactly the
-//! texts `serde_json` reads as one JSON value (it is the grammar serde_json's own `ignore_value`
-//! checks: RFC 8259, escapes checked but not decoded, no nesting limit); the property tests and
-//! the `index` fuzz target hold it to that. Pure: text in, positions out, no allocation beyond
-//! the index and the member lists asked for.
+//! texts `serde_json` reads as one JSON value within its recursion limit (RFC 8259, escapes
+//! checked but not decoded, at most [`MAX_DEPTH`] containers deep); the property tests and the
+//! `index` fuzz target hold it to that. It holds 12 bytes a value or key and at most
+//! [`MAX_DEPTH`] open containers; a deeper container is refused before anything is allocated
+//! for it ([`Refusal::TooDeep`]). Pure: text in, positions out, no allocation beyond the index
+//! and the member lists asked for.
 
 use std::borrow::Cow;
 
-use crate::json::special;
+use serde::Deserialize;
+use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::special;
 
 /// One value or object key in the text: its byte range, and the position in `Index::nodes`
 /// right after its subtree (the next sibling, or where its parent's next sibling starts), with
@@ -45,10 +50,29 @@ impl Node {
     }
 }
 
-/// How deep below a twin the scan follows the earlier twin's structure: as deep as the diff
-/// descends before it parses ([`super::diff::MAX_RAW_DEPTH`]), so hostile nesting costs no more
-/// than that many comparisons of a byte.
-const MAX_TWIN_DEPTH: usize = super::diff::MAX_RAW_DEPTH;
+/// How deep below a twin the scan follows the earlier twin's structure: deeper than any real
+/// object's fields (a PyTorchJob's deepest are about 20 levels down), so hostile nesting costs
+/// no more than that many comparisons of a byte.
+const MAX_TWIN_DEPTH: usize = 32;
+
+/// The deepest nesting read: serde_json's recursion limit, so the index refuses exactly the
+/// containers serde_json's own reader would refuse (the 128th container open around a value),
+/// and refuses it where its byte is first read, before anything is allocated for that level.
+/// Kubernetes objects nest about 20 deep; a text of `[` alone once took 587 MiB for 6 MiB
+/// without this bound.
+pub const MAX_DEPTH: usize = 128;
+
+/// Why a text has no index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not one JSON value as serde_json reads it.
+    Invalid,
+    /// A container opened [`MAX_DEPTH`] containers deep: serde_json's recursion limit. What
+    /// comes before it may be valid or not; nothing after it was read.
+    TooDeep,
+    /// 1 GiB or longer: node positions would not fit.
+    TooLong,
+}
 
 /// How many members of the earlier twin's object are tried, from where the last match was, for
 /// a member of the later twin: keys in another order cost at most this many comparisons each.
@@ -63,9 +87,10 @@ pub struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    /// Index `text`, or `None` when it is not one JSON value (with optional surrounding
-    /// whitespace) as serde_json reads it, or is 1 GiB or longer.
-    pub fn of(text: &'a str) -> Option<Self> {
+    /// Index `text`, or why not: it is not one JSON value (with optional surrounding
+    /// whitespace) as serde_json reads it, it nests deeper than [`MAX_DEPTH`], or it is 1 GiB
+    /// or longer.
+    pub fn of(text: &'a str) -> Result<Self, Refusal> {
         Self::scan(text, None)
     }
 
@@ -76,15 +101,15 @@ impl<'a> Index<'a> {
     /// value whose members the diff never asks for (it skips byte-equal texts). The texts
     /// accepted are exactly those [`Index::of`] accepts; [`Index::members`] and
     /// [`Index::elements`] of such a value are `None`.
-    pub fn of_twins(text: &'a str, first: &str, second: &str) -> Option<Self> {
+    pub fn of_twins(text: &'a str, first: &str, second: &str) -> Result<Self, Refusal> {
         Self::scan(text, Some((first, second)))
     }
 
-    fn scan(text: &'a str, twins: Option<(&str, &str)>) -> Option<Self> {
+    fn scan(text: &'a str, twins: Option<(&str, &str)>) -> Result<Self, Refusal> {
         if text.len() >= MAX_TEXT {
-            return None;
+            return Err(Refusal::TooLong);
         }
-        let nodes = Scanner {
+        let mut scanner = Scanner {
             bytes: text.as_bytes(),
             // Kubernetes objects hold about one node per ten bytes, a review's later twin far
             // fewer (what it repeats is one node): a review indexed with twins holds one node
@@ -93,9 +118,16 @@ impl<'a> Index<'a> {
             open: Vec::with_capacity(32),
             twins: twins.map(|(first, second)| (first.as_bytes(), second.as_bytes())),
             hint: None,
+            too_deep: false,
+        };
+        match scanner.scan() {
+            Some(()) => Ok(Self {
+                text,
+                nodes: scanner.nodes,
+            }),
+            None if scanner.too_deep => Err(Refusal::TooDeep),
+            None => Err(Refusal::Invalid),
         }
-        .scan()?;
-        Some(Self { text, nodes })
     }
 
     /// Whether `value` is one of the values of this index (a slice of its text where a value
@@ -212,6 +244,65 @@ impl<'a> Index<'a> {
     }
 }
 
+/// serde_json's own error for a text the index refused as [`Refusal::TooDeep`]: its reading of
+/// the text through every container, which stops at the same container (its recursion limit)
+/// or at an error before it. Nothing read is kept, so nothing is allocated per level.
+pub fn nesting_error(text: &[u8]) -> serde_json::Error {
+    match serde_json::from_slice::<Nested>(text) {
+        Err(error) => error,
+        // Not reached: the index refuses exactly where serde_json's limit does.
+        Ok(Nested) => {
+            serde_json::Error::custom(format_args!("nesting deeper than {MAX_DEPTH} containers"))
+        }
+    }
+}
+
+/// Any JSON value, read through serde_json's `deserialize_any` (which counts nesting against its
+/// recursion limit) and kept as nothing.
+struct Nested;
+
+impl<'de> Deserialize<'de> for Nested {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Nested)
+    }
+}
+
+impl<'de> Visitor<'de> for Nested {
+    type Value = Nested;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Nested, E> {
+        Ok(Nested)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Nested, E> {
+        Ok(Nested)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Nested, E> {
+        Ok(Nested)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Nested, E> {
+        Ok(Nested)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Nested, E> {
+        Ok(Nested)
+    }
+    fn visit_unit<E>(self) -> Result<Nested, E> {
+        Ok(Nested)
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Nested, S::Error> {
+        while seq.next_element::<Nested>()?.is_some() {}
+        Ok(Nested)
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Nested, M::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value::<Nested>()?;
+        }
+        Ok(Nested)
+    }
+}
+
 struct Scanner<'t> {
     bytes: &'t [u8],
     nodes: Vec<Node>,
@@ -222,6 +313,8 @@ struct Scanner<'t> {
     /// The node of the earlier twin the next value is expected to repeat, and whether a repeat
     /// may stand for it (not for the later twin itself, whose members are always indexed).
     hint: Option<(usize, bool)>,
+    /// Whether the scan stopped at a container opened [`MAX_DEPTH`] deep.
+    too_deep: bool,
 }
 
 /// A container being scanned.
@@ -248,7 +341,7 @@ struct Twin {
 // The scanner's steps are `#[inline(always)]`: called once per key and value, their calls
 // (saving and restoring the scanner's registers) cost as much as their work.
 impl Scanner<'_> {
-    fn scan(mut self) -> Option<Vec<Node>> {
+    fn scan(&mut self) -> Option<()> {
         let mut at = self.space(0);
         'value: loop {
             // A value starts at `at`.
@@ -271,6 +364,10 @@ impl Scanner<'_> {
             } else {
                 match *self.bytes.get(at)? {
                     open @ (b'{' | b'[') => {
+                        if self.open.len() + 1 >= MAX_DEPTH {
+                            self.too_deep = true;
+                            return None;
+                        }
                         let object = open == b'{';
                         let twin = hint.and_then(|hint| self.follow(hint, open));
                         let node = self.nodes.len();
@@ -309,7 +406,7 @@ impl Scanner<'_> {
             loop {
                 at = self.space(at);
                 let Some(object) = self.open.last().map(|open| open.object) else {
-                    return (at == self.bytes.len()).then_some(self.nodes);
+                    return (at == self.bytes.len()).then_some(());
                 };
                 match *self.bytes.get(at)? {
                     b',' => {
@@ -570,9 +667,93 @@ mod tests {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
-    /// Whether serde_json reads `text` as one JSON value: the reference.
+    /// Whether serde_json reads `text` as one JSON value within its recursion limit: the
+    /// reference. (`IgnoredAny` checks the grammar but skips without a depth limit; the depth
+    /// is counted apart.)
     fn serde_accepts(text: &str) -> bool {
-        serde_json::from_str::<IgnoredAny>(text).is_ok()
+        serde_json::from_str::<IgnoredAny>(text).is_ok() && depth(text) < MAX_DEPTH
+    }
+
+    /// How many containers deep a valid JSON text nests (brackets counted outside strings).
+    fn depth(text: &str) -> usize {
+        let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+        for byte in text.bytes() {
+            match (in_string, escaped, byte) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+                (false, _, b'[' | b'{') => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    /// `depth` containers, alternating arrays and objects, around `1`.
+    fn nested(depth: usize) -> String {
+        let mut text = "1".to_owned();
+        for level in 0..depth {
+            text = if level % 2 == 0 {
+                format!("[{text}]")
+            } else {
+                format!("{{\"k\":{text}}}")
+            };
+        }
+        text
+    }
+
+    #[test]
+    fn nesting_is_refused_exactly_where_serde_json_refuses_it() {
+        for depth in [
+            1,
+            MAX_DEPTH - 2,
+            MAX_DEPTH - 1,
+            MAX_DEPTH,
+            MAX_DEPTH + 1,
+            4096,
+        ] {
+            let text = nested(depth);
+            let serde = serde_json::from_str::<Value>(&text);
+            assert_eq!(Index::of(&text).is_ok(), serde.is_ok(), "{depth}");
+            if let Err(error) = serde {
+                assert!(error.to_string().starts_with("recursion limit exceeded"));
+                assert_eq!(Index::of(&text).err(), Some(Refusal::TooDeep), "{depth}");
+                // And serde_json's words for it, without building a value.
+                assert_eq!(
+                    nesting_error(text.as_bytes()).to_string(),
+                    error.to_string()
+                );
+            }
+        }
+        // Refused at the first container past the limit, whatever follows: an unterminated run
+        // of brackets (the first bytes of a hostile body) is refused all the same.
+        let open = "[".repeat(MAX_DEPTH);
+        assert_eq!(Index::of(&open).err(), Some(Refusal::TooDeep));
+        assert_eq!(Index::of(&open[1..]).err(), Some(Refusal::Invalid));
+    }
+
+    #[test]
+    fn a_body_of_brackets_holds_no_more_than_the_limit() {
+        // The hostile input of the bound: 6 MiB of `[`, refused after MAX_DEPTH of them, with
+        // the index's nodes and open containers never past the limit.
+        let text = "[".repeat(6 << 20);
+        let mut scanner = Scanner {
+            bytes: text.as_bytes(),
+            nodes: Vec::new(),
+            open: Vec::new(),
+            twins: None,
+            hint: None,
+            too_deep: false,
+        };
+        assert!(scanner.scan().is_none());
+        assert!(scanner.too_deep);
+        assert!(scanner.nodes.len() < MAX_DEPTH && scanner.open.len() < MAX_DEPTH);
+        assert!(scanner.open.capacity() <= MAX_DEPTH);
+        assert_eq!(Index::of(&text).err(), Some(Refusal::TooDeep));
     }
 
     /// Every object and array in the index, checked against what serde_json finds in it
@@ -645,7 +826,7 @@ mod tests {
             "[1e400, -0, 0.0, 1E-2]",
         ] {
             assert!(serde_accepts(text), "{text}");
-            let index = Index::of(text).unwrap_or_else(|| panic!("{text}"));
+            let index = Index::of(text).unwrap_or_else(|_| panic!("{text}"));
             assert_eq!(index.root(), text.trim(), "{text}");
             agrees_with_serde(&index);
         }
@@ -693,7 +874,7 @@ mod tests {
             "\u{feff}1",
         ] {
             assert!(!serde_accepts(text), "{text:?}");
-            assert!(Index::of(text).is_none(), "{text:?}");
+            assert_eq!(Index::of(text).err(), Some(Refusal::Invalid), "{text:?}");
         }
     }
 
@@ -784,8 +965,8 @@ mod tests {
             r#"{"object":{"a":12},"oldObject":{"a":123}}"#,
         ] {
             let twins = Index::of_twins(text, "object", "oldObject");
-            assert_eq!(twins.is_some(), serde_accepts(text), "{text}");
-            assert_eq!(twins.is_some(), Index::of(text).is_some(), "{text}");
+            assert_eq!(twins.is_ok(), serde_accepts(text), "{text}");
+            assert_eq!(twins.is_ok(), Index::of(text).is_ok(), "{text}");
         }
     }
 
@@ -840,8 +1021,8 @@ mod tests {
             }
             if let Ok(text) = std::str::from_utf8(&bytes) {
                 for index in [Index::of(text), Index::of_twins(text, "object", "oldObject")] {
-                    prop_assert_eq!(index.is_some(), serde_accepts(text), "{:?}", text);
-                    if let Some(index) = index {
+                    prop_assert_eq!(index.is_ok(), serde_accepts(text), "{:?}", text);
+                    if let Ok(index) = index {
                         agrees_with_serde(&index);
                     }
                 }
