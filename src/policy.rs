@@ -309,13 +309,14 @@ impl Policy {
         new: &RawObject<'_>,
         requester: &Requester<'_>,
     ) -> Result<Evaluation, serde_json::Error> {
-        // Most old objects are not being deleted: a byte search spares parsing their metadata.
-        let being_deleted = old
-            .get("metadata")
-            .is_some_and(|metadata| metadata.contains("\"deletionTimestamp\""))
-            && old
-                .pointer(&["metadata", "deletionTimestamp"])
-                .is_some_and(|at| at != "null");
+        // Most old objects are not being deleted: a byte search spares reading their metadata's
+        // members, unless a key there may be escaped (only a backslash can hide the name); the
+        // member lookup reads keys decoded, as the diff does.
+        let being_deleted = old.get("metadata").is_some_and(|metadata| {
+            metadata.contains("\"deletionTimestamp\"") || metadata.contains('\\')
+        }) && old
+            .pointer(&["metadata", "deletionTimestamp"])
+            .is_some_and(|at| at != "null");
         let changed = diff::changed_leaves(old, new, self)?;
         Ok(self.judge(changed, requester, being_deleted))
     }

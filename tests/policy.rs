@@ -321,6 +321,48 @@ fn scale_writes_are_judged_as_worker_replicas() {
 }
 
 #[test]
+fn an_unreadable_scale_envelope_is_governed_by_any_field_that_names_the_resource() {
+    let builtin = Policy::default();
+    let variant = |edit: &dyn Fn(&mut Value)| {
+        let mut review: Value = serde_json::from_slice(&scale_review("v", ALICE, 2, 3)).unwrap();
+        edit(&mut review["request"]);
+        answer(&builtin, &serde_json::to_vec(&review).unwrap())
+    };
+    type Edit<'a> = &'a dyn Fn(&mut Value);
+    let cases: [(&str, Edit<'_>); 3] = [
+        // `resource` names only its group: `requestResource` still names pytorchjobs.
+        ("resource is only its group", &|r| {
+            r["resource"] = json!({"group": "kubeflow.org"})
+        }),
+        // Neither says pytorchjobs, but the group has a governed kind with a scale path.
+        ("resource and requestResource are only their group", &|r| {
+            r["resource"] = json!({"group": "kubeflow.org"});
+            r["requestResource"] = json!({"group": "kubeflow.org"});
+        }),
+        // `resource` is unreadable; `requestResource` names the resource.
+        ("resource is a string", &|r| {
+            r["resource"] = json!("pytorchjobs")
+        }),
+    ];
+    for (name, edit) in cases {
+        let response = variant(edit);
+        assert_eq!(response["allowed"], false, "{name}: {response}");
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("PyTorchJob ml/elastic: the admission request cannot be read: "),
+            "{name}: {message}"
+        );
+        assert_eq!(response["auditAnnotations"]["verdict"], "denied", "{name}");
+    }
+    // A scale request of a group nothing governs is still none of the guard's business.
+    let other = variant(&|r| {
+        r["resource"] = json!({"group": "example.com"});
+        r["requestResource"] = json!({"group": "example.com"});
+    });
+    assert_eq!(other["allowed"], true, "{other}");
+}
+
+#[test]
 fn every_decision_about_a_governed_kind_carries_audit_annotations() {
     let old = suspended_kueue_job();
     let mut new = old.clone();

@@ -352,6 +352,28 @@ fn governing<'p>(
     }
 }
 
+/// For a request whose envelope did not read, governance from whatever else names the resource,
+/// so that nothing governed is waved through for a field it lacks: `requestResource` (the
+/// resource as the client asked for it), or, for a `scale` subresource whose resource names only
+/// its group, the first governed kind of that group with a scale path.
+fn governing_unread<'p>(
+    policy: &'p Policy,
+    request: &LooseRequest,
+    resource: &GroupVersionResource,
+    subresource: Option<&str>,
+) -> Option<&'p Arc<GovernedKind>> {
+    let asked = request.request_resource();
+    policy
+        .governed_resource(&asked.group, &asked.resource)
+        .or_else(|| match subresource {
+            Some("scale") => policy
+                .kinds()
+                .iter()
+                .find(|k| k.group == resource.group && k.scale_replicas.is_some()),
+            _ => None,
+        })
+}
+
 /// Where a request goes. An operation that could not be read counts as an UPDATE: the rule
 /// may apply, so it is not waved through.
 fn route(summary: &Summary) -> Route<'_> {
@@ -406,7 +428,9 @@ pub fn decide_loose(
 ) -> Decision {
     let (kind, resource, subresource) =
         (request.kind(), request.resource(), request.sub_resource());
-    let governed = governing(policy, &kind, &resource, subresource.as_deref()).cloned();
+    let governed = governing(policy, &kind, &resource, subresource.as_deref())
+        .or_else(|| governing_unread(policy, request, &resource, subresource.as_deref()))
+        .cloned();
     let summary = Summary {
         uid: request.uid().to_owned(),
         version: request.version(),

@@ -12,8 +12,9 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::ReviewError;
@@ -322,31 +323,34 @@ pub fn read(body: &[u8]) -> Result<Read<'_>, ReviewError> {
         return Err(ReviewError::Malformed(typed_error));
     };
     // A type that is not a string (a bare `request`, whose `kind` is a map) is no review.
-    let not_text = |value: &Option<Value>| value.as_ref().is_some_and(|v| !v.is_string());
-    if not_text(&loose.api_version) || not_text(&loose.kind) {
+    if loose.api_version.is_other() || loose.kind.is_other() {
         return Err(ReviewError::Malformed(typed_error));
     }
-    let version = ReviewVersion::of(text(&loose.api_version), text(&loose.kind))?;
+    let version = ReviewVersion::of(loose.api_version.text(), loose.kind.text())?;
     let mut request = loose.request.ok_or(ReviewError::MissingRequest)?;
     // Without a uid there is no one to answer; without a kind or a resource there is no telling
     // whether the rule applies: the client's mistake, not a request to wave through.
-    let (kind, resource) = (request.kind(), request.resource());
-    let unidentified = kind.kind.is_empty() && resource.resource.is_empty();
-    if request.uid.is_empty() || unidentified {
+    let unidentified = [&request.kind.kind, &request.resource.resource]
+        .iter()
+        .chain([&request.request_resource.resource].iter())
+        .all(|name| name.text().is_empty());
+    if request.uid.text().is_empty() || unidentified {
         return Err(ReviewError::Malformed(typed_error));
     }
     request.version = version;
     Ok(Read::Loose(request, typed_error))
 }
 
-/// The parts of a review that can still be read when kube's typed decode fails. Every member
-/// is taken as any JSON value and used only where it has the expected type; the objects are
-/// skipped unread.
+/// The parts of a review that can still be read when kube's typed decode fails. Only strings
+/// (and `dryRun`'s boolean) are kept; every other value is skipped unread, so a loose reading
+/// holds no more than the strings it names, whatever the body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LooseReview {
-    api_version: Option<Value>,
-    kind: Option<Value>,
+    #[serde(default)]
+    api_version: Loose,
+    #[serde(default)]
+    kind: Loose,
     request: Option<LooseRequest>,
 }
 
@@ -354,56 +358,186 @@ struct LooseReview {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LooseRequest {
-    #[serde(default, deserialize_with = "loose_string")]
-    uid: String,
     #[serde(default)]
-    operation: Option<Value>,
+    uid: Loose,
     #[serde(default)]
-    kind: Option<Value>,
+    operation: Loose,
     #[serde(default)]
-    resource: Option<Value>,
+    kind: LooseNames,
     #[serde(default)]
-    sub_resource: Option<Value>,
+    resource: LooseNames,
     #[serde(default)]
-    name: Option<Value>,
+    request_resource: LooseNames,
     #[serde(default)]
-    namespace: Option<Value>,
+    sub_resource: Loose,
     #[serde(default)]
-    user_info: Option<Value>,
+    name: Loose,
     #[serde(default)]
-    dry_run: Option<Value>,
+    namespace: Loose,
+    #[serde(default)]
+    user_info: LooseNames,
+    #[serde(default)]
+    dry_run: Loose,
     #[serde(skip, default = "v1")]
     version: ReviewVersion,
 }
 
-fn loose_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    Ok(value.as_str().unwrap_or_default().to_owned())
+/// One member read loosely: its string or boolean; anything else is skipped unread
+/// (`IgnoredAny`: no tree is built and no depth limit applies, as serde_json skips unknown
+/// fields).
+#[derive(Debug, Default)]
+enum Loose {
+    /// Absent, or `null`.
+    #[default]
+    Absent,
+    /// A string.
+    Text(String),
+    /// A boolean.
+    Bool(bool),
+    /// A number, an array or an object.
+    Other,
 }
 
-/// `value[key]` as a string, empty when absent or not a string.
-fn member(value: &Option<Value>, key: &str) -> String {
-    value
-        .as_ref()
-        .and_then(|v| v.get(key))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+impl Loose {
+    /// The string, empty when it is none.
+    fn text(&self) -> &str {
+        match self {
+            Loose::Text(text) => text,
+            _ => "",
+        }
+    }
+
+    /// The string, if it is one.
+    fn string(&self) -> Option<String> {
+        match self {
+            Loose::Text(text) => Some(text.clone()),
+            _ => None,
+        }
+    }
+
+    /// Sent, and neither a string nor `null`.
+    fn is_other(&self) -> bool {
+        matches!(self, Loose::Bool(_) | Loose::Other)
+    }
 }
 
-/// A value as a string, empty when absent or not a string.
-fn text(value: &Option<Value>) -> &str {
-    value.as_ref().and_then(Value::as_str).unwrap_or_default()
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Loose;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Loose, E> {
+                Ok(Loose::Text(text.to_owned()))
+            }
+            fn visit_bool<E>(self, value: bool) -> Result<Loose, E> {
+                Ok(Loose::Bool(value))
+            }
+            fn visit_unit<E>(self) -> Result<Loose, E> {
+                Ok(Loose::Absent)
+            }
+            fn visit_none<E>(self) -> Result<Loose, E> {
+                Ok(Loose::Absent)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Loose, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Loose, M::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
 
-fn string(value: &Option<Value>) -> Option<String> {
-    value.as_ref().and_then(Value::as_str).map(str::to_owned)
+/// The names the loose reading takes from `kind`, `resource`, `requestResource` and `userInfo`
+/// (each reads the ones it has): their strings, the last of a repeated key as serde_json keeps
+/// it; anything else, and any other member, skipped unread.
+#[derive(Debug, Default)]
+struct LooseNames {
+    group: Loose,
+    version: Loose,
+    kind: Loose,
+    resource: Loose,
+    username: Loose,
+}
+
+impl<'de> Deserialize<'de> for LooseNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = LooseNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<LooseNames, M::Error> {
+                let mut names = LooseNames::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "group" => &mut names.group,
+                        "version" => &mut names.version,
+                        "kind" => &mut names.kind,
+                        "resource" => &mut names.resource,
+                        "username" => &mut names.username,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value()?;
+                }
+                Ok(names)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<LooseNames, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LooseNames::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<LooseNames, E> {
+                Ok(LooseNames::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<LooseNames, E> {
+                Ok(LooseNames::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<LooseNames, E> {
+                Ok(LooseNames::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<LooseNames, E> {
+                Ok(LooseNames::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<LooseNames, E> {
+                Ok(LooseNames::default())
+            }
+            fn visit_unit<E>(self) -> Result<LooseNames, E> {
+                Ok(LooseNames::default())
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl LooseNames {
+    fn resource(&self) -> GroupVersionResource {
+        GroupVersionResource::gvr(self.group.text(), self.version.text(), self.resource.text())
+    }
 }
 
 impl LooseRequest {
     /// The request uid (never empty: [`read`] checks).
     pub fn uid(&self) -> &str {
-        &self.uid
+        self.uid.text()
     }
 
     /// The review's version.
@@ -413,7 +547,7 @@ impl LooseRequest {
 
     /// The operation, when it is one of the four the API server sends.
     pub fn operation(&self) -> Option<Operation> {
-        match self.operation.as_ref().and_then(Value::as_str)? {
+        match self.operation.text() {
             "CREATE" => Some(Operation::Create),
             "UPDATE" => Some(Operation::Update),
             "DELETE" => Some(Operation::Delete),
@@ -425,47 +559,46 @@ impl LooseRequest {
     /// The object's kind, with empty strings for what cannot be read.
     pub fn kind(&self) -> GroupVersionKind {
         GroupVersionKind {
-            group: member(&self.kind, "group"),
-            version: member(&self.kind, "version"),
-            kind: member(&self.kind, "kind"),
+            group: self.kind.group.text().to_owned(),
+            version: self.kind.version.text().to_owned(),
+            kind: self.kind.kind.text().to_owned(),
         }
     }
 
     /// The resource, with empty strings for what cannot be read.
     pub fn resource(&self) -> GroupVersionResource {
-        GroupVersionResource::gvr(
-            &member(&self.resource, "group"),
-            &member(&self.resource, "version"),
-            &member(&self.resource, "resource"),
-        )
+        self.resource.resource()
+    }
+
+    /// The resource as the client asked for it (`requestResource`, before `matchPolicy`
+    /// conversion), with empty strings for what cannot be read.
+    pub fn request_resource(&self) -> GroupVersionResource {
+        self.request_resource.resource()
     }
 
     /// The subresource, if one was readable.
     pub fn sub_resource(&self) -> Option<String> {
-        string(&self.sub_resource)
+        self.sub_resource.string()
     }
 
     /// The object's name.
     pub fn name(&self) -> String {
-        string(&self.name).unwrap_or_default()
+        self.name.text().to_owned()
     }
 
     /// The object's namespace.
     pub fn namespace(&self) -> Option<String> {
-        string(&self.namespace)
+        self.namespace.string()
     }
 
     /// `userInfo.username`, if it is a string.
     pub fn username(&self) -> String {
-        member(&self.user_info, "username")
+        self.user_info.username.text().to_owned()
     }
 
     /// `dryRun`, if it is a boolean.
     pub fn dry_run(&self) -> bool {
-        self.dry_run
-            .as_ref()
-            .and_then(Value::as_bool)
-            .unwrap_or_default()
+        matches!(self.dry_run, Loose::Bool(true))
     }
 }
 

@@ -384,6 +384,31 @@ fn a_job_being_deleted_is_never_stuck() {
 }
 
 #[test]
+fn a_job_being_deleted_is_seen_under_an_escaped_key() {
+    // The key as written matters not; its decoded name does (the API server never escapes a
+    // letter, but a client's body may).
+    let old = edited(|j| ptr(j, "/metadata")["deletionTimestamp"] = json!("2024-01-01T00:00:00Z"));
+    let mut new = old.clone();
+    *ptr(&mut new, "/spec/pytorchReplicaSpecs/Worker/replicas") = json!(0);
+    let old_text =
+        old.to_string()
+            .replacen("\"deletionTimestamp\"", "\"deletion\\u0054imestamp\"", 1);
+    assert!(old_text.contains("deletion\\u0054imestamp"));
+    let new_text = new.to_string();
+    let (old_raw, new_raw) = (
+        RawObject::parse(&old_text).unwrap(),
+        RawObject::parse(&new_text).unwrap(),
+    );
+    let evaluation = Policy::default()
+        .evaluate(&old_raw, &new_raw, &Requester::default())
+        .unwrap();
+    assert!(
+        evaluation.being_deleted && evaluation.allowed(),
+        "{evaluation:?}"
+    );
+}
+
+#[test]
 fn changed_lists_updatable_leaves_too() {
     let new = edited(|j| {
         *ptr(j, "/metadata/labels/app") = json!("eval");
