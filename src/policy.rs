@@ -116,6 +116,7 @@ pub struct Policy {
     updatable: Vec<FieldPattern>,
     not_compared: Vec<FieldPattern>,
     defaults: Vec<(FieldPattern, Value)>,
+    empty_is_absent: Vec<FieldPattern>,
     exemptions: Vec<Exemption>,
     updatable_summary: String,
     mode: Mode,
@@ -154,6 +155,29 @@ pub const DEFAULT_NOT_COMPARED: &[&str] = &[
 /// `runPolicy: {ttlSecondsAfterFinished: …, suspend: false}`.
 pub const DEFAULT_SCHEMA_DEFAULTS: &[(&str, bool)] = &[("spec.runPolicy.suspend", false)];
 
+/// Where an empty object is the same as an absent field: where the Go type behind the field is
+/// a value struct, not a pointer, so a typed client (the training-operator, Kueue) reads an
+/// absent field as its zero value and writes it back as `{}` (or `{creationTimestamp: null}`)
+/// as noise. Everywhere else a present object differs from an absent one: the training-operator
+/// tests `Spec.ElasticPolicy != nil`, and `pytorchReplicaSpecs.Worker: {}` creates a replica
+/// type. The first `*` is the kind's replica-spec map (`pytorchReplicaSpecs`, `tfReplicaSpecs`,
+/// …), the second a replica type, a `[*]` any list element. From training-operator v1.9.4
+/// `pkg/apis/kubeflow.org/v1/common_types.go` (`ReplicaSpec.Template v1.PodTemplateSpec`, each
+/// job's `RunPolicy RunPolicy`) and Kubernetes `staging/src/k8s.io/api/core/v1/types.go`
+/// (`PodTemplateSpec.ObjectMeta`, `PodTemplateSpec.Spec`, `Container.Resources` and
+/// `EphemeralContainerCommon.Resources`, all values); `tests/crds.rs` keeps each in every
+/// kind's CRD.
+pub const DEFAULT_EMPTY_IS_ABSENT: &[&str] = &[
+    "metadata",
+    "spec.runPolicy",
+    "spec.*.*.template",
+    "spec.*.*.template.metadata",
+    "spec.*.*.template.spec",
+    "spec.*.*.template.spec.containers[*].resources",
+    "spec.*.*.template.spec.initContainers[*].resources",
+    "spec.*.*.template.spec.ephemeralContainers[*].resources",
+];
+
 /// Where the `scale` subresource writes in a PyTorchJob (training-operator ≥ 1.6 CRD:
 /// `specReplicasPath: .spec.pytorchReplicaSpecs.Worker.replicas`).
 pub const PYTORCHJOB_SCALE_REPLICAS: &str = "spec.pytorchReplicaSpecs.Worker.replicas";
@@ -180,6 +204,7 @@ impl Default for Policy {
                 .iter()
                 .map(|(path, value)| (builtin(path), Value::Bool(*value)))
                 .collect(),
+            empty_is_absent: DEFAULT_EMPTY_IS_ABSENT.iter().map(|p| builtin(p)).collect(),
             exemptions: Vec::new(),
             updatable_summary: DEFAULT_SUMMARY.to_owned(),
             mode: Mode::default(),
@@ -231,9 +256,19 @@ impl Policy {
             updatable,
             not_compared,
             defaults,
+            empty_is_absent: DEFAULT_EMPTY_IS_ABSENT.iter().map(|p| builtin(p)).collect(),
             exemptions,
             updatable_summary,
             mode: Mode::default(),
+        }
+    }
+
+    /// This policy with other paths where an empty object is the same as an absent field (a
+    /// new policy takes [`DEFAULT_EMPTY_IS_ABSENT`]).
+    pub fn with_empty_is_absent(self, empty_is_absent: Vec<FieldPattern>) -> Self {
+        Self {
+            empty_is_absent,
+            ..self
         }
     }
 
@@ -279,6 +314,12 @@ impl Policy {
     /// The schema defaults that are no change.
     pub fn defaults(&self) -> &[(FieldPattern, Value)] {
         &self.defaults
+    }
+
+    /// Where an empty object is the same as an absent field; everywhere else a present object,
+    /// even an empty one, differs from an absent one.
+    pub fn empty_is_absent(&self) -> &[FieldPattern] {
+        &self.empty_is_absent
     }
 
     /// The exemptions.
@@ -420,6 +461,10 @@ impl diff::DiffRules for Policy {
             .iter()
             .find(|(at, _)| at.matches(path))
             .map(|(_, value)| value)
+    }
+
+    fn empty_is_absent(&self, path: &FieldPath) -> bool {
+        self.empty_is_absent.iter().any(|at| at.matches(path))
     }
 }
 

@@ -8,7 +8,8 @@
 //!    CRD's plural (what `<plural>/scale` requests are matched by).
 //! 2. **Scale.** A `scaleReplicasPath` equals the `specReplicasPath` of every CRD of the kind
 //!    that has a scale subresource (leading `.` dropped), and is absent when none has one.
-//! 3. **Paths.** Every updatable, not-compared, default and exempted path exists:
+//! 3. **Paths.** Every updatable, not-compared, default, exempted and empty-is-absent path
+//!    exists (a `*` over an object's named properties exists when the rest does below one):
 //!    - `metadata.<field>…` must name a field of ObjectMeta (the API server's own type: a CRD
 //!      schema says only `metadata: {type: object}`); below `labels`/`annotations` any key;
 //!    - `spec.<x>ReplicaSpecs…` (one kind's replica specs, e.g. Kueue's per-kind template paths)
@@ -197,7 +198,22 @@ fn walk<'a>(
             .map(Found::Schema)
             .or_else(|| child_of_map(node)),
         PatternSegment::Exact(Segment::Index(_)) => item_of_list(node),
-        PatternSegment::Any => child_of_map(node).or_else(|| item_of_list(node)),
+        // `*` over an object's named properties (`spec.*.*.template`: every kind's replica
+        // specs): the path exists when it exists below one of them.
+        PatternSegment::Any => match child_of_map(node).or_else(|| item_of_list(node)) {
+            None => {
+                let found = node
+                    .properties
+                    .iter()
+                    .flatten()
+                    .find_map(|(_, child)| walk(child, rest, keeps_unknown));
+                if found.is_some() {
+                    return found;
+                }
+                None
+            }
+            next => next,
+        },
     };
     let preserves = keeps_unknown || node.x_kubernetes_preserve_unknown_fields == Some(true);
     match next {
@@ -499,6 +515,7 @@ fn check(policy: &Policy, crds: &[&Crd], kind_specific: &KindSpecific) -> Vec<St
         .chain(policy.not_compared())
         .chain(exempted)
         .chain(defaults)
+        .chain(policy.empty_is_absent())
         .collect();
     for pattern in paths {
         check_path(pattern, &kinds, kind_specific, &mut problems);
@@ -711,6 +728,14 @@ fn the_checker_rejects_a_preset_that_disagrees_with_the_crds() {
             "a default the API server writes, missed",
             preset.replace("defaults:\n  - path: spec.runPolicy.suspend\n    value: false\n", "defaults: []\n"),
             "writes spec.runPolicy.suspend = false when an allowed change adds spec.runPolicy: not in the policy's defaults",
+        ),
+        (
+            "an empty-is-absent path in no kind's schema",
+            preset.replace(
+                "  - spec.*.*.template.spec\n",
+                "  - spec.*.*.template.spec\n  - spec.*.*.template.spec.resourcez\n",
+            ),
+            "spec.*.*.template.spec.resourcez: in no governed kind's schema",
         ),
         (
             "an exempted path under replica specs no kind has",

@@ -16,7 +16,7 @@ mod golden;
 use golden::Goldens;
 use pytorchjob_guard::admission;
 use pytorchjob_guard::policy::{Policy, file};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const PRESET: &str = "policies/training-operator.yaml";
 
@@ -237,4 +237,83 @@ fn a_new_run_policy_brings_its_suspend_default_and_is_still_allowed() {
         denied["response"]["status"]["details"]["causes"][0]["field"],
         "spec.runPolicy.suspend"
     );
+}
+
+/// Presence: an empty object where the operator tests a pointer against nil, or a map entry
+/// that creates a replica type, is a change; the `{}` typed clients write where the Go type is a
+/// value struct is not. Each case edits the `label` review of a kind with an elastic policy
+/// (whose own change, a label, is allowed) and is judged as `/validate` judges it.
+#[test]
+fn an_empty_object_is_a_change_unless_a_value_struct_makes_it_noise() {
+    let policy = preset();
+    type Edit = fn(&mut Value, &str);
+    let cases: [(&str, Edit, Option<&str>); 5] = [
+        (
+            "elasticPolicy: {} added",
+            |review, _| review["request"]["object"]["spec"]["elasticPolicy"] = json!({}),
+            Some("spec.elasticPolicy"),
+        ),
+        (
+            "elasticPolicy: {} removed",
+            |review, _| review["request"]["oldObject"]["spec"]["elasticPolicy"] = json!({}),
+            Some("spec.elasticPolicy"),
+        ),
+        (
+            "a replica type added as {}",
+            |review, key| review["request"]["object"]["spec"][key]["Chief"] = json!({}),
+            Some("spec.{key}.Chief"),
+        ),
+        (
+            "resources: {} written beside the label",
+            |review, key| {
+                review["request"]["object"]["spec"][key]["Worker"]["template"]["spec"]["containers"]
+                    [0]["resources"] = json!({});
+            },
+            None,
+        ),
+        (
+            "template metadata: {creationTimestamp: null} written beside the label",
+            |review, key| {
+                review["request"]["object"]["spec"][key]["Worker"]["template"]["metadata"] =
+                    json!({"creationTimestamp": null});
+            },
+            None,
+        ),
+    ];
+    for (dir, key) in [
+        ("pytorchjob", "pytorchReplicaSpecs"),
+        ("paddlejob", "paddleReplicaSpecs"),
+    ] {
+        let body = std::fs::read(fixture(&format!("{dir}/label"), "review")).unwrap();
+        let original: Value = serde_json::from_slice(&body).unwrap();
+        for (what, edit, denied) in cases {
+            let mut review = original.clone();
+            for side in ["object", "oldObject"] {
+                let spec = &mut review["request"][side]["spec"];
+                spec.as_object_mut().unwrap().remove("elasticPolicy");
+                spec[key]["Worker"]["template"]["spec"]["containers"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("resources");
+            }
+            edit(&mut review, key);
+            let answer = admission::review(&policy, &serde_json::to_vec(&review).unwrap())
+                .unwrap()
+                .body;
+            let response = serde_json::from_slice::<Value>(&answer).unwrap()["response"].clone();
+            match denied {
+                None => assert_eq!(response["allowed"], true, "{dir}: {what}: {response}"),
+                Some(field) => {
+                    assert_eq!(response["allowed"], false, "{dir}: {what}: {response}");
+                    let causes: Vec<&str> = response["status"]["details"]["causes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|cause| cause["field"].as_str().unwrap())
+                        .collect();
+                    assert_eq!(causes, [field.replace("{key}", key)], "{dir}: {what}");
+                }
+            }
+        }
+    }
 }

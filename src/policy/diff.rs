@@ -5,8 +5,12 @@
 //!   `cleanPodPolicy` reports `spec.runPolicy.cleanPodPolicy`, not `spec.runPolicy`;
 //! - lists compare position by position, and every removed element is named at its own index
 //!   (unlike RFC 6902 patches such as `json_patch::diff`, which shift removal indices);
-//! - `null`, an absent key and an empty object or list carry no leaves, so they are the same
-//!   (a merge patch's `null` deletes a field; `{}` and a missing map mean the same to Kubernetes);
+//! - `null`, an absent key and an empty list carry no leaves, so they are the same (a merge
+//!   patch's `null` deletes a field; Go reads a nil and an empty slice alike);
+//! - a present object is a leaf of its own where it holds no leaf: `elasticPolicy: {}` differs
+//!   from no `elasticPolicy` (the training-operator tests it against nil), except where
+//!   [`DiffRules::empty_is_absent`] says the Go type is a value struct that typed clients write
+//!   as `{}` (a container's `resources`, a pod template's `metadata`);
 //! - numbers compare by value (`1` and `1.0` are the same number), key order never matters;
 //! - a scalar replaced by a container (or the reverse) reports the scalar's path and the
 //!   container's leaves.
@@ -34,6 +38,12 @@ pub trait DiffRules {
     /// The value the API server defaults an absent field at `path` to, if any.
     fn default_at(&self, _path: &FieldPath) -> Option<&Value> {
         None
+    }
+
+    /// Whether an empty object at `path` is the same as an absent field (a Go value struct, which
+    /// typed clients write as `{}`). Elsewhere, and by default, a present object differs.
+    fn empty_is_absent(&self, _path: &FieldPath) -> bool {
+        false
     }
 }
 
@@ -204,16 +214,23 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
                 _ => {}
             }
         }
-        // A container added or removed whole, with no default standing in for its absence: its
-        // leaves, read through the index. Whatever that reading cannot settle exactly as the
-        // parsed walk would (a scalar serde_json refuses, deep nesting) is undone and left to it.
-        if let (None, Some(text)) | (Some(text), None) = (old, new)
-            && matches!(shape(text), b'{' | b'[')
+        // A container added, removed or replaced by a value of another type, with no default
+        // standing in: the leaves of each side (containers never equal anything but a container
+        // of their kind), read through the index, so no tree is built for them. Whatever that
+        // reading cannot settle exactly as the parsed walk would (a scalar serde_json refuses,
+        // deep nesting) is undone and left to it.
+        let container = |text: Option<&str>| text.is_some_and(|t| matches!(shape(t), b'{' | b'['));
+        let same_kind = matches!((old, new), (Some(a), Some(b)) if shape(a) == shape(b));
+        if (container(old) || container(new))
+            && !same_kind
             && self.rules.default_at(&self.path).is_none()
         {
-            let side = usize::from(old.is_none());
             let mark = self.changed.len();
-            if self.raw_leaves(text, side, 0).is_some() {
+            let mut side_leaves = |text: Option<&'t str>, side| match text {
+                Some(text) => self.raw_leaves(text, side, 0),
+                None => Some(()),
+            };
+            if side_leaves(old, 0).is_some() && side_leaves(new, 1).is_some() {
                 return Ok(());
             }
             self.changed.truncate(mark);
@@ -295,12 +312,14 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
             b'{' | b'[' if nesting >= MAX_RAW_NESTING => None,
             b'{' => {
                 let members = sorted(self.structure[side].members(text)?);
+                let mark = self.changed.len();
                 for (key, child) in &members {
                     self.path.push_key(key);
                     let read = self.raw_leaves(child, side, nesting + 1);
                     self.path.pop();
                     read?;
                 }
+                self.presence(mark);
                 Some(())
             }
             b'[' => {
@@ -322,6 +341,17 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
         }
     }
 
+    /// An object at the current path whose members added no leaf since `mark` is a leaf itself
+    /// (present, unlike an absent field), unless the rules say an empty object there is absent.
+    fn presence(&mut self, mark: usize) {
+        if self.changed.len() == mark
+            && !self.path.is_root()
+            && !self.rules.empty_is_absent(&self.path)
+        {
+            self.changed.push(self.path.clone());
+        }
+    }
+
     /// Record every leaf of `value` (one side of a change) under the current path.
     fn leaves(&mut self, value: &Value) {
         if !self.path.is_root() && self.rules.skip(&self.path) {
@@ -330,11 +360,13 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
         match value {
             Value::Null => {}
             Value::Object(map) => {
+                let mark = self.changed.len();
                 for (key, child) in map {
                     self.path.push_key(key);
                     self.leaves(child);
                     self.path.pop();
                 }
+                self.presence(mark);
             }
             Value::Array(items) => {
                 for (index, child) in items.iter().enumerate() {
@@ -364,8 +396,7 @@ fn scalars_equal(a: &Value, b: &Value) -> bool {
         (Value::Bool(x), Value::Bool(y)) => x == y,
         (Value::String(x), Value::String(y)) => x == y,
         (Value::Number(x), Value::Number(y)) => numbers_equal(x, y),
-        // A container without leaves is the same as null / absent.
-        (Value::Null, other) | (other, Value::Null) => !has_leaves(other),
+        // A container against null (absent) is compared by its leaves (`Walk::leaves`).
         _ => false,
     }
 }
@@ -381,15 +412,6 @@ fn numbers_equal(x: &Number, y: &Number) -> bool {
     match (x.as_f64(), y.as_f64()) {
         (Some(a), Some(b)) => a == b,
         _ => x == y,
-    }
-}
-
-fn has_leaves(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Object(map) => map.values().any(has_leaves),
-        Value::Array(items) => items.iter().any(has_leaves),
-        _ => true,
     }
 }
 
@@ -468,9 +490,52 @@ mod tests {
     }
 
     #[test]
-    fn null_absent_and_empty_containers_are_the_same() {
-        assert!(diff(json!({"a": null, "b": {}, "c": []}), json!({})).is_empty());
-        assert!(diff(json!({}), json!({"a": {"b": null, "c": [null, {}]}})).is_empty());
+    fn null_absent_and_empty_lists_are_the_same() {
+        assert!(diff(json!({"a": null, "c": []}), json!({})).is_empty());
+        assert!(diff(json!({}), json!({"a": [null, []]})).is_empty());
+        assert!(diff(json!({"a": {}}), json!({"a": {"b": null}})).is_empty());
+    }
+
+    #[test]
+    fn a_present_object_differs_from_an_absent_one() {
+        assert_eq!(diff(json!({"b": {}}), json!({})), ["b"]);
+        assert_eq!(
+            diff(json!({}), json!({"a": {"b": null, "c": [{}]}})),
+            ["a.c[0]"]
+        );
+        assert_eq!(diff(json!({"a": null}), json!({"a": {}})), ["a"]);
+        assert_eq!(diff(json!({"a": []}), json!({"a": {}})), ["a"]);
+        assert_eq!(diff(json!({"a": 1}), json!({"a": {}})), ["a"]);
+        // Both present: compared inside, with no presence of their own.
+        assert_eq!(diff(json!({"a": {}}), json!({"a": {"x": 1}})), ["a.x"]);
+    }
+
+    /// Empty objects under `a` are absent, as a Go value struct there.
+    struct ValueStructAtA;
+    impl DiffRules for ValueStructAtA {
+        fn skip(&self, _: &FieldPath) -> bool {
+            false
+        }
+        fn empty_is_absent(&self, path: &FieldPath) -> bool {
+            path.to_string() == "x.a"
+        }
+    }
+
+    #[test]
+    fn where_the_rules_say_so_an_empty_object_is_absent() {
+        let rules = ValueStructAtA;
+        for (old, new, changed) in [
+            (r#"{}"#, r#"{"a":{}}"#, &[][..]),
+            (r#"{"a":{"c":null}}"#, r#"{}"#, &[]),
+            (r#"{"a":[]}"#, r#"{"a":{}}"#, &[]),
+            (r#"{}"#, r#"{"a":{"b":{}}}"#, &["x.a.b"]),
+            (r#"{"b":{}}"#, r#"{}"#, &["x.b"]),
+        ] {
+            let (full, raw) = both_under(old, new, &rules);
+            let shown: Vec<String> = raw.iter().map(ToString::to_string).collect();
+            assert_eq!(shown, changed, "{old} -> {new}");
+            assert_eq!(raw, full, "{old} -> {new}");
+        }
     }
 
     #[test]
@@ -534,6 +599,10 @@ mod tests {
             static FALSE: Value = Value::Bool(false);
             (path.to_string() == "runPolicy.suspend").then_some(&FALSE)
         }
+        // A value struct, as the training-operator's RunPolicy is.
+        fn empty_is_absent(&self, path: &FieldPath) -> bool {
+            path.to_string() == "runPolicy"
+        }
     }
 
     #[test]
@@ -585,17 +654,20 @@ mod tests {
     /// Both diffs on the same texts, each wrapped as the member `x` of an object (the raw
     /// diff starts from objects read one level deep, as a review carries them).
     fn both(old: &str, new: &str) -> (Vec<FieldPath>, Vec<FieldPath>) {
-        let rules = |p: &FieldPath| p.to_string() == "x.status";
+        both_under(old, new, &|p: &FieldPath| p.to_string() == "x.status")
+    }
+
+    fn both_under(old: &str, new: &str, rules: &dyn DiffRules) -> (Vec<FieldPath>, Vec<FieldPath>) {
         let (old, new) = (format!("{{\"x\":{old}}}"), format!("{{\"x\":{new}}}"));
         let full = changed_leaves_of_values(
             &serde_json::from_str(&old).unwrap(),
             &serde_json::from_str(&new).unwrap(),
-            &rules,
+            rules,
         );
         let raw = changed_leaves(
             &serde_json::from_str::<RawObject<'_>>(&old).unwrap(),
             &serde_json::from_str::<RawObject<'_>>(&new).unwrap(),
-            &rules,
+            rules,
         )
         .unwrap();
         (full, raw)

@@ -13,6 +13,7 @@
 //! notCompared: [status]        # optional: the built-in list when absent
 //! defaults:                    # optional: the built-in list when absent
 //!   - {path: spec.runPolicy.suspend, value: false}
+//! emptyIsAbsent: [spec.runPolicy]   # optional: the built-in list when absent
 //! exemptions:
 //!   - name: kueue
 //!     serviceAccounts: ["kueue-system:kueue-controller-manager"]
@@ -38,8 +39,8 @@ use serde_json::Value;
 
 use super::mode::ParseModeError;
 use super::{
-    DEFAULT_NOT_COMPARED, DEFAULT_SCHEMA_DEFAULTS, Exemption, FieldPath, FieldPattern,
-    GovernedKind, Mode, ParsePathError, Policy,
+    DEFAULT_EMPTY_IS_ABSENT, DEFAULT_NOT_COMPARED, DEFAULT_SCHEMA_DEFAULTS, Exemption, FieldPath,
+    FieldPattern, GovernedKind, Mode, ParsePathError, Policy,
 };
 
 /// The `apiVersion` a policy file declares.
@@ -202,6 +203,7 @@ struct PolicyDocument {
     updatable: Vec<String>,
     not_compared: Option<Vec<String>>,
     defaults: Option<Vec<DefaultEntry>>,
+    empty_is_absent: Option<Vec<String>>,
     #[serde(default)]
     exemptions: Vec<ExemptionEntry>,
 }
@@ -628,8 +630,16 @@ pub fn parse(text: &str) -> Result<Policy> {
             })
             .collect(),
     };
+    let empty_is_absent = match document.empty_is_absent {
+        Some(values) => patterns(&text, "emptyIsAbsent", values)?,
+        None => builtin_patterns(DEFAULT_EMPTY_IS_ABSENT),
+    };
     let exemptions = exemptions(&text, document.exemptions)?;
-    Ok(Policy::new(kinds, updatable, not_compared, defaults, exemptions).with_mode(mode))
+    Ok(
+        Policy::new(kinds, updatable, not_compared, defaults, exemptions)
+            .with_empty_is_absent(empty_is_absent)
+            .with_mode(mode),
+    )
 }
 
 #[cfg(test)]
@@ -660,6 +670,10 @@ updatable:
         assert_eq!(policy.kinds()[0].resource, "pytorchjobs");
         assert_eq!(policy.not_compared().len(), DEFAULT_NOT_COMPARED.len());
         assert_eq!(policy.defaults().len(), DEFAULT_SCHEMA_DEFAULTS.len());
+        assert_eq!(
+            policy.empty_is_absent().len(),
+            DEFAULT_EMPTY_IS_ABSENT.len()
+        );
         assert_eq!(
             policy.updatable_summary(),
             "only metadata.labels may change"
@@ -699,6 +713,10 @@ updatable:
             (
                 &MINIMAL.replace("  - metadata.labels", "  - spec.a-b"),
                 "expected an identifier",
+            ),
+            (
+                &format!("{MINIMAL}emptyIsAbsent:\n  - spec.runPolicy\n  - spec..template\n"),
+                "emptyIsAbsent[1] at line 10 column 5: invalid field path",
             ),
             (
                 "apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1\nkind: Policy\nkinds: []\nupdatable: []\n",

@@ -280,8 +280,42 @@ fn decision_table() {
             &[],
         ),
         (
-            "empty map added where none was",
+            // A pointer-to-struct the operator tests against nil: present now, even empty.
+            "empty elasticPolicy added where none was",
             |j| ptr(j, "/spec")["elasticPolicy"] = json!({}),
+            &["spec.elasticPolicy"],
+        ),
+        (
+            "a replica type added as an empty object",
+            |j| ptr(j, "/spec/pytorchReplicaSpecs")["Launcher"] = json!({}),
+            &["spec.pytorchReplicaSpecs.Launcher"],
+        ),
+        (
+            "an empty probe added to a container",
+            |j| {
+                ptr(
+                    j,
+                    "/spec/pytorchReplicaSpecs/Worker/template/spec/containers/0",
+                )["livenessProbe"] = json!({})
+            },
+            &["spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].livenessProbe"],
+        ),
+        (
+            // Typed-client noise where the Go type is a value struct: no change.
+            "empty resources and a template's null creationTimestamp written back",
+            |j| {
+                ptr(
+                    j,
+                    "/spec/pytorchReplicaSpecs/Worker/template/spec/containers/0",
+                )["resources"] = json!({});
+                ptr(j, "/spec/pytorchReplicaSpecs/Worker/template")["metadata"] =
+                    json!({"creationTimestamp": null});
+            },
+            &[],
+        ),
+        (
+            "an empty list added where none was",
+            |j| ptr(j, "/spec/pytorchReplicaSpecs/Worker/template/spec")["tolerations"] = json!([]),
             &[],
         ),
         (
