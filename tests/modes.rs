@@ -17,7 +17,7 @@ use golden::Goldens;
 use hyper::StatusCode;
 use pytorchjob_guard::admission::{self, Reason, Verdict};
 use pytorchjob_guard::metrics::Metrics;
-use pytorchjob_guard::policy::{Mode, Policy};
+use pytorchjob_guard::policy::{Mode, Policy, Rollout};
 use serde_json::Value;
 use support::{Options, TestServer, post, pytorchjob_update, send1};
 
@@ -49,8 +49,34 @@ fn undecidable_review() -> Vec<u8> {
     serde_json::to_vec(&review).unwrap()
 }
 
+/// The built-in rule with its mode set to `mode`, on the plain `/validate` path.
 fn review_in(mode: Mode, body: &[u8]) -> admission::Reviewed {
-    admission::review_in(&Policy::default(), mode, body).unwrap()
+    admission::review(&Policy::default().with_mode(mode), body).unwrap()
+}
+
+/// The built-in rule, enforced, whose namespace label may also lower to warn and audit: every
+/// `/validate/<mode>` path decides in its own mode (the behaviour before the floor existed).
+fn lowerable() -> Policy {
+    Policy::default().with_rollout(Rollout {
+        mode: Mode::Enforce,
+        overrides: Vec::new(),
+        may_lower_to: vec![Mode::Warn, Mode::Audit],
+    })
+}
+
+/// [`lowerable`] as a policy file, for the command line.
+fn lowerable_file(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml"),
+    )
+    .unwrap();
+    let path = dir.join("lowerable.yaml");
+    std::fs::write(
+        &path,
+        format!("{text}namespaceLabel:\n  mayLowerTo: [warn, audit]\n"),
+    )
+    .unwrap();
+    path
 }
 
 fn warnings(response: &Value) -> Vec<String> {
@@ -117,7 +143,7 @@ fn each_outcome_in_each_mode() {
             let what = format!("{} in {mode}", row.what);
             let reviewed = review_in(mode, &row.body);
             let decision = &reviewed.decision;
-            assert_eq!(decision.mode, mode, "{what}");
+            assert_eq!(decision.mode(), mode, "{what}");
             assert_eq!(decision.verdict(), verdict, "{what}");
             assert_eq!(
                 decision.reason(),
@@ -159,7 +185,7 @@ fn exemptions_and_dry_runs_are_judged_alike_in_every_mode() {
     let kueue = pytorchjob_guard::policy::file::parse(&text).unwrap();
     let body = fixture("pytorchjob/kueue-suspend.review.json");
     for mode in Mode::ALL {
-        let reviewed = admission::review_in(&kueue, mode, &body).unwrap();
+        let reviewed = admission::review(&kueue.clone().with_mode(mode), &body).unwrap();
         assert_eq!(reviewed.decision.verdict(), Verdict::Allowed, "{mode}");
         let response = json(&reviewed.body);
         assert_eq!(
@@ -274,13 +300,17 @@ fn count(metrics: &Metrics, verdict: &str) -> u64 {
         .sum()
 }
 
-/// Over real TLS: `/validate` decides in the policy's mode and each `/validate/<mode>` in its
-/// own, whatever the policy says. The namespace labelled `warn` (whose webhook entry calls
-/// `/validate/warn`) gets its update through with a warning, while its unlabelled neighbour
-/// (whose entry calls `/validate`) is denied the same change.
+/// Over real TLS, under a policy whose label may lower to warn and audit: `/validate` decides in
+/// the policy's mode and each `/validate/<mode>` in its own. The namespace labelled `warn`
+/// (whose webhook entry calls `/validate/warn`) gets its update through with a warning, while
+/// its unlabelled neighbour (whose entry calls `/validate`) is denied the same change.
 #[tokio::test]
-async fn each_path_decides_in_its_mode() {
-    let server = TestServer::start().await;
+async fn each_path_decides_in_its_mode_where_the_policy_lets_the_label_lower() {
+    let server = TestServer::start_with(Options {
+        policy: Some(lowerable()),
+        ..Options::default()
+    })
+    .await;
     let mut h1 = server.http1().await;
     let frozen = |uid: &str, namespace: &str| {
         let mut review = json(&pytorchjob_update(uid, "admission.k8s.io/v1", |job| {
@@ -366,17 +396,21 @@ async fn the_policy_mode_is_the_default_path_s_mode() {
 const BIN: &str = env!("CARGO_BIN_EXE_pytorchjob-guard");
 
 /// `check --mode` and `review --mode`: a team asks what enforce would deny, or what a mode
-/// would answer, without a cluster.
+/// would answer, without a cluster (under a policy that lets the label lower the mode; the
+/// floor itself is tested in tests/cli.rs).
 #[test]
 fn the_offline_commands_take_a_mode() {
     let dir = tempfile::tempdir().unwrap();
+    let policy = lowerable_file(dir.path());
     let review = json(&fixture(WORKER_REPLICAS));
     let (old, new) = (dir.path().join("old.json"), dir.path().join("new.json"));
     std::fs::write(&old, review["request"]["oldObject"].to_string()).unwrap();
     std::fs::write(&new, review["request"]["object"].to_string()).unwrap();
     let check = |mode: &str| {
         std::process::Command::new(BIN)
-            .args(["check", "--mode", mode, "--old"])
+            .args(["check", "--mode", mode, "--policy"])
+            .arg(&policy)
+            .arg("--old")
             .arg(&old)
             .arg("--new")
             .arg(&new)
@@ -397,7 +431,8 @@ fn the_offline_commands_take_a_mode() {
     assert_eq!(check("enforce").status.code(), Some(1), "enforce denies");
 
     let output = std::process::Command::new(BIN)
-        .args(["review", "--mode", "audit"])
+        .args(["review", "--mode", "audit", "--policy"])
+        .arg(&policy)
         .arg(fixtures().join(WORKER_REPLICAS))
         .output()
         .unwrap();
@@ -422,9 +457,9 @@ fn replay_under_enforce_shows_what_a_warn_recording_would_have_denied() {
             .unwrap();
     }
     let policy = Policy::default();
-    let same = record::replay(dir.path(), &policy.clone().with_mode(Mode::Warn)).unwrap();
+    let same = record::replay(dir.path(), &policy.clone().with_mode(Mode::Warn), None).unwrap();
     assert!(same.iter().all(|row| !row.changed()), "{same:?}");
-    let rows = record::replay(dir.path(), &policy).unwrap();
+    let rows = record::replay(dir.path(), &policy, None).unwrap();
     let changed: Vec<_> = rows.iter().filter(|row| row.changed()).collect();
     assert_eq!(changed.len(), 1, "{rows:?}");
     assert_eq!(

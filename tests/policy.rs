@@ -491,9 +491,9 @@ fn recorded_traffic_replays_under_a_new_policy() {
     );
 
     // Replaying under the same policy changes nothing; under the Kueue preset, Kueue's admit.
-    let same = record::replay(dir.path(), &builtin).unwrap();
+    let same = record::replay(dir.path(), &builtin, None).unwrap();
     assert!(same.iter().all(|row| !row.changed()), "{same:?}");
-    let rows = record::replay(dir.path(), &preset("kueue")).unwrap();
+    let rows = record::replay(dir.path(), &preset("kueue"), None).unwrap();
     let changed: Vec<_> = rows.iter().filter(|r| r.changed()).collect();
     assert_eq!(changed.len(), 1, "{rows:?}");
     assert_eq!(changed[0].object, "PyTorchJob default/pytorch-simple");

@@ -17,15 +17,23 @@
 //!   - name: kueue
 //!     serviceAccounts: ["kueue-system:kueue-controller-manager"]
 //!     paths: [spec.runPolicy.suspend]   # optional: any field when absent
+//! modeOverrides:               # optional: per namespace; first match wins
+//!   - mode: audit
+//!     namespaces: [team-sandbox, "exp-*"]   # names or globs (`*`, `?`)
+//! namespaceLabel:              # optional
+//!   mayLowerTo: [warn]         # weaker modes the namespace label may select; default: none
 //! ```
 //!
 //! `mode` is the rollout mode ([`Mode`]): `enforce` denies an update the rule forbids; `warn`
 //! allows it with a warning kubectl shows naming the fields `enforce` would deny, and records
 //! the would-be denial in the audit annotations; `audit` records it without the warning.
+//! `modeOverrides` and `namespaceLabel` decide which mode a namespace gets and how far its label
+//! may move it ([`Rollout`]).
 //!
 //! Parsing is strict: unknown keys, malformed paths, empty lists where something is required,
-//! identities in the wrong form or an unknown mode are errors ([`PolicyFileError`]) that name
-//! the line, so a server never runs a policy it misread. The document is read with paths,
+//! identities in the wrong form, an unknown mode, a malformed namespace glob or `enforce` in
+//! `mayLowerTo` are errors ([`PolicyFileError`]) that name the line, so a server never runs a
+//! policy it misread. The document is read with paths,
 //! names and identities as plain strings and checked afterwards, each found in the text by its
 //! own value, so an error names the line of the bad item rather than where its list starts.
 //! Pure: text in, [`Policy`] out.
@@ -36,10 +44,10 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::mode::ParseModeError;
+use super::mode::{ParseModeError, ParseNamespacePatternError};
 use super::{
     DEFAULT_NOT_COMPARED, DEFAULT_SCHEMA_DEFAULTS, Exemption, FieldPath, FieldPattern,
-    GovernedKind, Mode, ParsePathError, Policy,
+    GovernedKind, Mode, ModeOverride, NamespacePattern, ParsePathError, Policy, Rollout,
 };
 
 /// The `apiVersion` a policy file declares.
@@ -118,6 +126,36 @@ pub enum PolicyFileError {
         /// What is wrong with it.
         #[source]
         source: ParseModeError,
+    },
+    /// A mode in `modeOverrides` or `namespaceLabel.mayLowerTo` is not a mode.
+    #[error("{item}{at}")]
+    ModeItem {
+        /// Which item (`modeOverrides[0].mode`).
+        item: String,
+        /// Where it is.
+        at: Location,
+        /// What is wrong with it.
+        #[source]
+        source: ParseModeError,
+    },
+    /// `namespaceLabel.mayLowerTo` lists `enforce`, which is never a lowering.
+    #[error("{item}: enforce is the strictest mode, a label never lowers to it{at}")]
+    NotALowering {
+        /// Which item (`namespaceLabel.mayLowerTo[0]`).
+        item: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// A namespace in `modeOverrides` is neither a namespace name nor a glob of one.
+    #[error("{item}{at}")]
+    Namespace {
+        /// Which item (`modeOverrides[0].namespaces[1]`).
+        item: String,
+        /// Where it is.
+        at: Location,
+        /// What is wrong with it.
+        #[source]
+        source: ParseNamespacePatternError,
     },
     /// `kinds` is empty: a policy that governs nothing is a mistake.
     #[error("kinds: the list must not be empty: name at least one kind to govern{at}")]
@@ -204,6 +242,23 @@ struct PolicyDocument {
     defaults: Option<Vec<DefaultEntry>>,
     #[serde(default)]
     exemptions: Vec<ExemptionEntry>,
+    #[serde(default)]
+    mode_overrides: Vec<OverrideEntry>,
+    namespace_label: Option<NamespaceLabelEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideEntry {
+    mode: String,
+    namespaces: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceLabelEntry {
+    #[serde(default)]
+    may_lower_to: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -583,6 +638,65 @@ fn exemptions(text: &Text<'_>, entries: Vec<ExemptionEntry>) -> Result<Vec<Exemp
     Ok(exemptions)
 }
 
+/// A mode named in a list item.
+fn mode_item(item: String, value: String, at: Location) -> Result<Mode> {
+    value
+        .parse()
+        .map_err(|source| PolicyFileError::ModeItem { item, at, source })
+}
+
+/// `modeOverrides`: each entry's mode and its (non-empty) namespace names or globs.
+fn mode_overrides(text: &Text<'_>, entries: Vec<OverrideEntry>) -> Result<Vec<ModeOverride>> {
+    let mut list = text.section("modeOverrides").1;
+    let mut overrides = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let mut fields = list.entry();
+        let entry_name = format!("modeOverrides[{index}]");
+        let mode_at = text.field(&mut fields, "mode", &entry.mode);
+        let mode = mode_item(format!("{entry_name}.mode"), entry.mode, mode_at)?;
+        if entry.namespaces.is_empty() {
+            return Err(PolicyFileError::EmptyList {
+                item: format!("{entry_name}.namespaces"),
+                at: text
+                    .key(&fields, "namespaces")
+                    .map_or(Location::Unknown, |(at, _)| text.location(at)),
+            });
+        }
+        let namespaces = inner_list(
+            text,
+            &mut fields,
+            (&entry_name, "namespaces"),
+            entry.namespaces,
+            |item, value, at| {
+                value
+                    .parse::<NamespacePattern>()
+                    .map_err(|source| PolicyFileError::Namespace { item, at, source })
+            },
+        )?;
+        list.reach(fields);
+        overrides.push(ModeOverride { mode, namespaces });
+    }
+    Ok(overrides)
+}
+
+/// `namespaceLabel.mayLowerTo`: weaker modes only (`warn`, `audit`).
+fn may_lower_to(text: &Text<'_>, label: Option<NamespaceLabelEntry>) -> Result<Vec<Mode>> {
+    let Some(label) = label else {
+        return Ok(Vec::new());
+    };
+    let mut section = text.section("namespaceLabel").1;
+    inner_list(
+        text,
+        &mut section,
+        ("namespaceLabel", "mayLowerTo"),
+        label.may_lower_to,
+        |item, value, at| match mode_item(item.clone(), value, at)? {
+            Mode::Enforce => Err(PolicyFileError::NotALowering { item, at }),
+            mode => Ok(mode),
+        },
+    )
+}
+
 /// Parse a policy file (YAML, or JSON, which is YAML too).
 pub fn parse(text: &str) -> Result<Policy> {
     let document: PolicyDocument =
@@ -629,7 +743,12 @@ pub fn parse(text: &str) -> Result<Policy> {
             .collect(),
     };
     let exemptions = exemptions(&text, document.exemptions)?;
-    Ok(Policy::new(kinds, updatable, not_compared, defaults, exemptions).with_mode(mode))
+    let rollout = Rollout {
+        mode,
+        overrides: mode_overrides(&text, document.mode_overrides)?,
+        may_lower_to: may_lower_to(&text, document.namespace_label)?,
+    };
+    Ok(Policy::new(kinds, updatable, not_compared, defaults, exemptions).with_rollout(rollout))
 }
 
 #[cfg(test)]
