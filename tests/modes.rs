@@ -483,3 +483,185 @@ fn replay_under_enforce_shows_what_a_warn_recording_would_have_denied() {
         "{table}"
     );
 }
+
+/// A policy written as a cluster would: `policies/default.yaml` with `extra` keys appended.
+fn default_policy_with(extra: &str) -> Policy {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml"),
+    )
+    .unwrap();
+    pytorchjob_guard::policy::file::parse(&format!("{text}{extra}")).unwrap()
+}
+
+/// The warning a refused lowering carries, as kubectl prints it after `Warning: `.
+fn refused_warning(requested: &str, kept: &str) -> String {
+    format!(
+        "pytorchjob-guard: the namespace label pytorchjob-guard.kubeflow.org/mode asked for {requested} mode; the policy kept {kept} mode (namespaceLabel.mayLowerTo does not list {requested})"
+    )
+}
+
+/// The value of `pytorchjob_guard_mode_lowering_refused_total{requested,kept}` (0 when absent).
+fn refused_count(metrics: &Metrics, requested: &str, kept: &str) -> u64 {
+    let series = format!(
+        "pytorchjob_guard_mode_lowering_refused_total{{requested=\"{requested}\",kept=\"{kept}\"}} "
+    );
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The decision table of the floor, over real TLS on every route: policy mode × override ×
+/// label → effective mode and verdict of a frozen change (Worker replicas). A label raises the
+/// namespace's mode always and lowers it only to a mode `mayLowerTo` lists; a refused lowering is
+/// judged in the namespace's mode, with a warning naming both modes, the
+/// `mode-lowering-refused` audit annotation and the counter.
+#[tokio::test]
+async fn the_policy_keeps_the_floor_on_every_route() {
+    use Mode::{Audit, Enforce, Warn};
+    let policies = [
+        ("enforce", default_policy_with("")),
+        (
+            "enforce, sandbox and exp-* audit, may lower to warn",
+            default_policy_with(
+                "modeOverrides:\n  - mode: audit\n    namespaces: [team-sandbox, \"exp-*\"]\nnamespaceLabel:\n  mayLowerTo: [warn]\n",
+            ),
+        ),
+        ("audit", default_policy_with("mode: audit\n")),
+        (
+            "warn, prod-* enforce, prod-x and lab audit",
+            default_policy_with(
+                "mode: warn\nmodeOverrides:\n  - mode: enforce\n    namespaces: [\"prod-*\"]\n  - mode: audit\n    namespaces: [prod-x, lab]\n",
+            ),
+        ),
+    ];
+    // (policy, namespace, label = route) → (effective mode, the label's mode refused)
+    type Row = (usize, &'static str, Option<Mode>, Mode, bool);
+    let table: &[Row] = &[
+        (0, "team-a", None, Enforce, false),
+        (0, "team-a", Some(Enforce), Enforce, false),
+        (0, "team-a", Some(Warn), Enforce, true),
+        (0, "team-a", Some(Audit), Enforce, true),
+        (1, "team-a", None, Enforce, false),
+        (1, "team-a", Some(Enforce), Enforce, false),
+        (1, "team-a", Some(Warn), Warn, false),
+        (1, "team-a", Some(Audit), Enforce, true),
+        (1, "team-sandbox", None, Audit, false),
+        (1, "team-sandbox", Some(Enforce), Enforce, false),
+        (1, "team-sandbox", Some(Warn), Warn, false),
+        (1, "team-sandbox", Some(Audit), Audit, false),
+        (1, "exp-42", None, Audit, false),
+        (1, "exp-42", Some(Warn), Warn, false),
+        (2, "team-a", None, Audit, false),
+        (2, "team-a", Some(Enforce), Enforce, false),
+        (2, "team-a", Some(Warn), Warn, false),
+        (2, "team-a", Some(Audit), Audit, false),
+        (3, "team-a", None, Warn, false),
+        (3, "team-a", Some(Enforce), Enforce, false),
+        (3, "team-a", Some(Warn), Warn, false),
+        (3, "team-a", Some(Audit), Warn, true),
+        // The first matching override wins: prod-x is enforced, not audited.
+        (3, "prod-x", None, Enforce, false),
+        (3, "prod-x", Some(Enforce), Enforce, false),
+        (3, "prod-x", Some(Warn), Enforce, true),
+        (3, "prod-x", Some(Audit), Enforce, true),
+        (3, "lab", None, Audit, false),
+        (3, "lab", Some(Warn), Warn, false),
+        (3, "lab", Some(Audit), Audit, false),
+    ];
+    let frozen = |uid: &str, namespace: &str| {
+        let mut review = json(&pytorchjob_update(uid, "admission.k8s.io/v1", |job| {
+            job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = 3.into();
+        }));
+        review["request"]["namespace"] = namespace.into();
+        serde_json::to_vec(&review).unwrap()
+    };
+    for (index, (name, policy)) in policies.into_iter().enumerate() {
+        let server = TestServer::start_with(Options {
+            policy: Some(policy),
+            ..Options::default()
+        })
+        .await;
+        let mut h1 = server.http1().await;
+        let mut refusals = std::collections::HashMap::<(Mode, Mode), u64>::new();
+        let rows = table.iter().filter(|row| row.0 == index);
+        for (n, &(_, namespace, label, effective, refused)) in rows.enumerate() {
+            let route = label.map_or("/validate".to_owned(), |m| format!("/validate/{m}"));
+            let what = format!("policy {name}, namespace {namespace}, {route}");
+            let body = frozen(&format!("{index}-{n}"), namespace);
+            let answer = send1(&mut h1, post(&route, Some("application/json"), body)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{what}");
+            let response = answer.json();
+            let verdict = if effective == Enforce {
+                Verdict::Denied
+            } else {
+                Verdict::WouldDeny
+            };
+            assert_eq!(response["response"]["allowed"], verdict.allows(), "{what}");
+            let annotations = &response["response"]["auditAnnotations"];
+            assert_eq!(annotations["verdict"], verdict.as_str(), "{what}");
+            let mode_annotation = (effective != Enforce).then_some(effective.as_str());
+            assert_eq!(annotations["mode"].as_str(), mode_annotation, "{what}");
+            let mut expected_warnings = Vec::new();
+            if refused {
+                let requested = label.unwrap();
+                *refusals.entry((requested, effective)).or_default() += 1;
+                assert_eq!(
+                    annotations["mode-lowering-refused"],
+                    format!("requested {requested}, kept {effective}"),
+                    "{what}"
+                );
+                expected_warnings.push(refused_warning(requested.as_str(), effective.as_str()));
+            } else {
+                assert!(annotations.get("mode-lowering-refused").is_none(), "{what}");
+            }
+            if effective == Warn {
+                expected_warnings.push("pytorchjob-guard warn mode: enforce would deny this update: this field cannot be updated: spec.pytorchReplicaSpecs.Worker.replicas".to_owned());
+            }
+            assert_eq!(warnings(&response), expected_warnings, "{what}");
+        }
+        for requested in Mode::ALL {
+            for kept in Mode::ALL {
+                let expected = refusals.get(&(requested, kept)).copied().unwrap_or(0);
+                assert_eq!(
+                    refused_count(&server.metrics, requested.as_str(), kept.as_str()),
+                    expected,
+                    "policy {name}: refusals of {requested} kept {kept}"
+                );
+            }
+        }
+        server.stop().await.unwrap();
+    }
+}
+
+/// A refused lowering is reported on an allowed update too (the team learns its label is not
+/// honoured before it matters), and not at all for a kind the policy does not govern.
+#[tokio::test]
+async fn a_refused_lowering_is_reported_on_allowed_updates_and_only_for_governed_kinds() {
+    let server = TestServer::start().await;
+    let mut h1 = server.http1().await;
+    let label = send1(
+        &mut h1,
+        post("/validate/audit", Some("application/json"), fixture(LABEL)),
+    )
+    .await
+    .json();
+    assert_eq!(label["response"]["allowed"], true);
+    assert_eq!(warnings(&label), [refused_warning("audit", "enforce")]);
+    assert_eq!(
+        label["response"]["auditAnnotations"]["mode-lowering-refused"],
+        "requested audit, kept enforce"
+    );
+    assert_eq!(label["response"]["auditAnnotations"]["verdict"], "allowed");
+    let pod = fixture("reviews/kubewarden-policy-server_pod_with_privileged_containers.review.json");
+    let other = send1(&mut h1, post("/validate/warn", Some("application/json"), pod))
+        .await
+        .json();
+    assert_eq!(other["response"]["allowed"], true);
+    assert!(warnings(&other).is_empty());
+    assert!(other["response"]["auditAnnotations"].is_null());
+    assert_eq!(refused_count(&server.metrics, "audit", "enforce"), 1);
+    assert_eq!(refused_count(&server.metrics, "warn", "enforce"), 0);
+    server.stop().await.unwrap();
+}

@@ -987,4 +987,92 @@ updatable:
             error_of(&escaped)
         );
     }
+
+    #[test]
+    fn mode_overrides_and_may_lower_to_are_read_in_order() {
+        let text = format!(
+            "{MINIMAL}mode: warn\nmodeOverrides:\n  - mode: audit\n    namespaces: [team-sandbox, \"exp-*\"]\n  - namespaces:\n      - prod-?\n    mode: enforce\nnamespaceLabel:\n  mayLowerTo: [audit]\n"
+        );
+        let policy = parse(&text).unwrap();
+        let rollout = policy.rollout();
+        assert_eq!(rollout.mode, Mode::Warn);
+        assert_eq!(rollout.overrides.len(), 2);
+        assert_eq!(rollout.overrides[0].mode, Mode::Audit);
+        let names: Vec<String> = rollout.overrides[0]
+            .namespaces
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["team-sandbox", "exp-*"]);
+        assert_eq!(rollout.overrides[1].mode, Mode::Enforce);
+        assert_eq!(rollout.may_lower_to, [Mode::Audit]);
+        assert_eq!(rollout.namespace_mode(Some("exp-3")), Mode::Audit);
+        assert_eq!(rollout.namespace_mode(Some("prod-1")), Mode::Enforce);
+        assert_eq!(rollout.namespace_mode(Some("team-a")), Mode::Warn);
+        // Absent: no overrides, and the label may only raise.
+        let plain = parse(MINIMAL).unwrap();
+        assert!(plain.rollout().overrides.is_empty());
+        assert!(plain.rollout().may_lower_to.is_empty());
+        let json = r#"{"apiVersion": "pytorchjob-guard.kubeflow.org/v1alpha1", "kind": "Policy",
+            "kinds": [{"group": "kubeflow.org", "kind": "TFJob"}], "updatable": [],
+            "modeOverrides": [{"mode": "warn", "namespaces": ["a"]}], "namespaceLabel": {"mayLowerTo": ["warn", "audit"]}}"#;
+        let json = parse(json).unwrap();
+        assert_eq!(json.rollout().overrides[0].mode, Mode::Warn);
+        assert_eq!(json.rollout().may_lower_to, [Mode::Warn, Mode::Audit]);
+    }
+
+    /// Each mistake in the new keys is an error naming the item and its line.
+    #[test]
+    fn mode_override_and_label_errors_name_the_item_and_line() {
+        let overrides = |entries: &str| format!("{MINIMAL}modeOverrides:\n{entries}");
+        let cases: &[(String, &str)] = &[
+            (
+                overrides("  - mode: block\n    namespaces: [a]\n"),
+                "modeOverrides[0].mode at line 9 column 11: unknown mode \"block\": expected one of enforce, warn, audit",
+            ),
+            (
+                overrides("  - mode: audit\n    namespaces: [a]\n  - mode: audit\n    namespaces: []\n"),
+                "modeOverrides[1].namespaces: the list must not be empty at line 12 column 5",
+            ),
+            (
+                overrides("  - mode: audit\n    namespaces:\n      - team-a\n      - Team-B\n"),
+                "modeOverrides[0].namespaces[1] at line 12 column 9: invalid namespace name or glob \"Team-B\": namespace names are lowercase",
+            ),
+            (
+                overrides("  - mode: audit\n    namespaces: [\"exp-[0-9]\"]\n"),
+                "modeOverrides[0].namespaces[0] at line 10 column 19: invalid namespace name or glob \"exp-[0-9]\": only `*` and `?` are wildcards",
+            ),
+            (
+                format!("{MINIMAL}namespaceLabel:\n  mayLowerTo: [warn, off]\n"),
+                "namespaceLabel.mayLowerTo[1] at line 9 column 22: unknown mode \"off\": expected one of enforce, warn, audit",
+            ),
+            (
+                format!("{MINIMAL}namespaceLabel:\n  mayLowerTo:\n    - enforce\n"),
+                "namespaceLabel.mayLowerTo[0]: enforce is the strictest mode, a label never lowers to it at line 10 column 7",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&error_of(text), expected, "for:\n{text}");
+        }
+        // Unknown keys, and a missing list, are the parser's errors, with their line.
+        for (text, expected) in [
+            (
+                overrides("  - mode: audit\n    namespace: [a]\n"),
+                "unknown field `namespace`",
+            ),
+            (
+                format!("{MINIMAL}namespaceLabel:\n  mayRaiseTo: [warn]\n"),
+                "unknown field `mayRaiseTo`",
+            ),
+            (
+                format!("{MINIMAL}modeOverride:\n  - mode: audit\n"),
+                "unknown field `modeOverride`",
+            ),
+        ] {
+            let error = error_of(&text);
+            assert!(error.contains(expected), "{error}");
+            assert!(error.contains("line "), "{error} names no line");
+        }
+        assert!(error_of(&overrides("  - mode: audit\n")).contains("missing field `namespaces`"));
+    }
 }
