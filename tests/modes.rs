@@ -654,10 +654,14 @@ async fn a_refused_lowering_is_reported_on_allowed_updates_and_only_for_governed
         "requested audit, kept enforce"
     );
     assert_eq!(label["response"]["auditAnnotations"]["verdict"], "allowed");
-    let pod = fixture("reviews/kubewarden-policy-server_pod_with_privileged_containers.review.json");
-    let other = send1(&mut h1, post("/validate/warn", Some("application/json"), pod))
-        .await
-        .json();
+    let pod =
+        fixture("reviews/kubewarden-policy-server_pod_with_privileged_containers.review.json");
+    let other = send1(
+        &mut h1,
+        post("/validate/warn", Some("application/json"), pod),
+    )
+    .await
+    .json();
     assert_eq!(other["response"]["allowed"], true);
     assert!(warnings(&other).is_empty());
     assert!(other["response"]["auditAnnotations"].is_null());

@@ -1031,7 +1031,9 @@ updatable:
                 "modeOverrides[0].mode at line 9 column 11: unknown mode \"block\": expected one of enforce, warn, audit",
             ),
             (
-                overrides("  - mode: audit\n    namespaces: [a]\n  - mode: audit\n    namespaces: []\n"),
+                overrides(
+                    "  - mode: audit\n    namespaces: [a]\n  - mode: audit\n    namespaces: []\n",
+                ),
                 "modeOverrides[1].namespaces: the list must not be empty at line 12 column 5",
             ),
             (
