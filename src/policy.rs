@@ -7,7 +7,8 @@
 //! `metadata.labels`, `metadata.annotations`, `spec.activeDeadlineSeconds`,
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
 //! equivalents, the layout of the current training-operator) may change, for everyone.
-//! [`mod@file`] reads the same rule from a policy file. [`index`] is the structural index of JSON
+//! [`mod@file`] reads the same rule from a policy file. [`mode`] holds the rollout: the mode of
+//! each namespace, and how far the namespace label may move it ([`Policy::effective_mode`]). [`index`] is the structural index of JSON
 //! text (one validating pass) that decoding and the diff read objects through. [`diff`] is the
 //! one diff production runs; `oracle` (feature `oracle`, for tests and fuzzing) is the
 //! whole-tree diff it is checked against.

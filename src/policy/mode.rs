@@ -440,7 +440,8 @@ mod tests {
     fn a_label_raises_always_and_lowers_only_where_allowed() {
         use Mode::{Audit, Enforce, Warn};
         // (namespace mode, may lower to, label) → (effective, refused)
-        let table: &[(Mode, &[Mode], Option<Mode>, Mode, bool)] = &[
+        type Row = (Mode, &'static [Mode], Option<Mode>, Mode, bool);
+        let table: &[Row] = &[
             (Enforce, &[], None, Enforce, false),
             (Enforce, &[], Some(Enforce), Enforce, false),
             (Enforce, &[], Some(Warn), Enforce, true),
