@@ -100,7 +100,7 @@ fn benches(c: &mut Criterion) {
         let request = request::decode(&case.bytes).expect("decodes");
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), &request, |b, r| {
-            b.iter(|| decision::decide(&policy, policy.mode(), black_box(r)));
+            b.iter(|| decision::decide(&policy, None, black_box(r)));
         });
     }
     group.finish();
@@ -108,7 +108,7 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("render");
     for case in &cases {
         let request = request::decode(&case.bytes).expect("decodes");
-        let decided = decision::decide(&policy, policy.mode(), &request);
+        let decided = decision::decide(&policy, None, &request);
         group.throughput(Throughput::Bytes(case.bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(case.name), &decided, |b, d| {
             b.iter(|| response::render(black_box(d), &policy).expect("encodes"));

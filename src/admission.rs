@@ -70,17 +70,23 @@ pub struct Reviewed {
     pub decision: Decision,
 }
 
-/// Decode an AdmissionReview, decide it under `policy` in the policy's own mode, and serialize
-/// the response review.
+/// Decode an AdmissionReview, decide it under `policy` in the policy's mode for its namespace
+/// (the plain `/validate` path), and serialize the response review.
 pub fn review(policy: &Policy, body: &[u8]) -> Result<Reviewed, ReviewError> {
-    review_in(policy, policy.mode(), body)
+    review_with_label(policy, None, body)
 }
 
-/// [`review`] in `mode` (a `/validate/<mode>` path, or `--mode`), whatever the policy's own.
-pub fn review_in(policy: &Policy, mode: Mode, body: &[u8]) -> Result<Reviewed, ReviewError> {
+/// [`review`] for a namespace whose label asked for `label` (the path `/validate/<mode>`, or
+/// `--mode`): the label's mode applies when it is stricter than the namespace's, and when it is
+/// weaker only if the policy's `namespaceLabel.mayLowerTo` lists it ([`Policy::effective_mode`]).
+pub fn review_with_label(
+    policy: &Policy,
+    label: Option<Mode>,
+    body: &[u8],
+) -> Result<Reviewed, ReviewError> {
     let decision = match request::read(body)? {
-        request::Read::Typed(request) => decision::decide(policy, mode, &request),
-        request::Read::Loose(loose, error) => decision::decide_loose(policy, mode, &loose, error),
+        request::Read::Typed(request) => decision::decide(policy, label, &request),
+        request::Read::Loose(loose, error) => decision::decide_loose(policy, label, &loose, error),
     };
     let body = response::render(&decision, policy).map_err(ReviewError::Encode)?;
     Ok(Reviewed { body, decision })

@@ -5,8 +5,10 @@
 //! [`EXIT_DENIED`], [`EXIT_ERROR`]): `review` 0 when a response was produced and 2 on unreadable
 //! input; `check` 0 allowed, 1 denied, 2 error; `replay` 0 when no recorded decision would
 //! change, 1 when some would, 2 error; `serve` and `certs` 0 on success and 2 on bad
-//! configuration. `review`, `check` and `replay` go through [`admission::review`], the same
-//! function `/validate` calls, so none of them can disagree with the server.
+//! configuration. `review`, `check` and `replay` go through [`admission::review_with_label`], the
+//! same function `/validate` and `/validate/<mode>` call, so none of them can disagree with the
+//! server: their `--mode` is the mode the namespace label asks for (the path it selects), under
+//! the same floor.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -157,21 +159,19 @@ pub struct PolicyArg {
     /// Policy file (YAML or JSON); the built-in rule when absent.
     #[arg(long, env = "PYTORCHJOB_GUARD_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Decide in this rollout mode instead of the policy's own (`mode:`, enforce when absent):
-    /// e.g. `--mode enforce` to see what enforce would deny.
+    /// The mode the namespace label asks for, as the path `/validate/<mode>` it selects: it
+    /// applies when stricter than the policy's mode for the object's namespace, and when weaker
+    /// only if the policy's `namespaceLabel.mayLowerTo` lists it. E.g. `--mode enforce` to see
+    /// what enforce would deny. Absent: the policy's mode for the namespace (`/validate`).
     #[arg(long, env = "PYTORCHJOB_GUARD_MODE", value_enum)]
     pub mode: Option<Mode>,
 }
 
 impl PolicyArg {
     fn load(&self) -> anyhow::Result<Policy> {
-        let policy = match &self.policy {
+        Ok(match &self.policy {
             Some(path) => PolicyStore::from_file(path)?.current().as_ref().clone(),
             None => Policy::default(),
-        };
-        Ok(match self.mode {
-            Some(mode) => policy.with_mode(mode),
-            None => policy,
         })
     }
 }
@@ -426,7 +426,7 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn review(args: &ReviewArgs) -> anyhow::Result<u8> {
     let body = read_input(&args.file)?;
-    let reviewed = admission::review(&args.policy.load()?, &body)?;
+    let reviewed = admission::review_with_label(&args.policy.load()?, args.policy.mode, &body)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&reviewed.body)?;
     stdout.write_all(b"\n")?;
@@ -483,10 +483,18 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
         }
     });
     let policy = args.policy.load()?;
-    let decision = admission::review(&policy, &serde_json::to_vec(&review)?)?.decision;
+    let review = serde_json::to_vec(&review)?;
+    let decision = admission::review_with_label(&policy, args.policy.mode, &review)?.decision;
     let outcome = &decision.outcome;
     let mut out = std::io::stdout().lock();
     let message = || admission::response::message(&decision, &policy);
+    if let Some(refused) = decision.refused_lowering() {
+        writeln!(
+            out,
+            "warning: {}",
+            admission::response::refused_lowering_warning(refused)
+        )?;
+    }
     match decision.verdict() {
         Verdict::Denied => {
             writeln!(out, "denied: {}", message())?;
@@ -496,7 +504,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
             Ok(EXIT_DENIED)
         }
         Verdict::WouldDeny => {
-            let mode = decision.mode;
+            let mode = decision.mode();
             writeln!(
                 out,
                 "allowed in {mode} mode; enforce would deny: {}",
@@ -545,22 +553,23 @@ fn write_certs(args: &CertsArgs) -> anyhow::Result<u8> {
 
 fn replay(args: &ReplayArgs) -> anyhow::Result<u8> {
     let policy = args.policy.load()?;
-    let rows = record::replay(&args.dir, &policy)?;
+    let rows = record::replay(&args.dir, &policy, args.policy.mode)?;
     let changed: Vec<&record::ReplayRow> = rows.iter().filter(|r| r.changed()).collect();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "| record | object | recorded | now | newly denied | no longer denied |"
+        "| record | object | recorded | now | mode | newly denied | no longer denied |"
     )?;
-    writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |")?;
     for row in &changed {
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             row.record,
             row.object,
             row.before,
             row.after,
+            row.mode,
             row.newly_denied.join(", "),
             row.no_longer_denied.join(", ")
         )?;

@@ -2,8 +2,8 @@
 //!
 //! One [`Metrics`] value owns its registry and is passed to whoever records (no globals), so
 //! tests can read exactly what a server recorded. Every label set is bounded: operations, kinds
-//! (the governed kinds, else `other`), verdicts, reject reasons, and denied-field *groups* from
-//! a fixed list — never a namespace, name, user or raw field path.
+//! (the governed kinds, else `other`), verdicts, reject reasons, rollout modes, and denied-field
+//! *groups* from a fixed list — never a namespace, name, user or raw field path.
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -90,6 +90,16 @@ pub struct ReviewLabels {
     pub verdict: VerdictLabel,
     /// `true` or `false`.
     pub dry_run: bool,
+}
+
+/// Labels of `pytorchjob_guard_mode_lowering_refused_total`: two rollout modes, so at most
+/// nine series (three are possible).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoweringLabels {
+    /// The mode the namespace label asked for (`warn`, `audit`).
+    pub requested: &'static str,
+    /// The mode the policy kept (`enforce`, `warn`).
+    pub kept: &'static str,
 }
 
 /// Labels of `pytorchjob_guard_http_request_duration_seconds`.
@@ -262,6 +272,7 @@ pub struct Metrics {
     in_flight: Gauge,
     rejected: Family<RejectLabels, Counter>,
     denied_fields: Family<FieldGroupLabels, Counter>,
+    lowering_refused: Family<LoweringLabels, Counter>,
     cert_expiry: Gauge<i64, std::sync::atomic::AtomicI64>,
     reloads: Family<ReloadLabels, Counter>,
     connections: Gauge,
@@ -328,6 +339,12 @@ impl Metrics {
             "Fields named in denials, by top-level field group",
             Family::<FieldGroupLabels, Counter>::default(),
         );
+        let lowering_refused = register(
+            &mut registry,
+            "mode_lowering_refused",
+            "Reviews whose namespace label asked for a weaker mode than the policy lets it select, by the mode asked for and the mode kept",
+            Family::<LoweringLabels, Counter>::default(),
+        );
         let cert_expiry = register(
             &mut registry,
             "certificate_expiry_timestamp_seconds",
@@ -376,6 +393,7 @@ impl Metrics {
             in_flight,
             rejected,
             denied_fields,
+            lowering_refused,
             cert_expiry,
             reloads,
             connections,
@@ -437,6 +455,14 @@ impl Metrics {
             })
             .inc();
         self.review_duration.observe(seconds);
+        if let Some(refused) = decision.refused_lowering() {
+            self.lowering_refused
+                .get_or_create(&LoweringLabels {
+                    requested: refused.requested.as_str(),
+                    kept: refused.kept.as_str(),
+                })
+                .inc();
+        }
         for path in decision.outcome.forbidden() {
             self.denied_fields
                 .get_or_create(&FieldGroupLabels {

@@ -7,7 +7,8 @@
 //! `metadata.labels`, `metadata.annotations`, `spec.activeDeadlineSeconds`,
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
 //! equivalents, the layout of the current training-operator) may change, for everyone.
-//! [`mod@file`] reads the same rule from a policy file. [`index`] is the structural index of JSON
+//! [`mod@file`] reads the same rule from a policy file. [`mode`] holds the rollout: the mode of
+//! each namespace, and how far the namespace label may move it ([`Policy::effective_mode`]). [`index`] is the structural index of JSON
 //! text (one validating pass) that decoding and the diff read objects through. [`diff`] is the
 //! one diff production runs; `oracle` (feature `oracle`, for tests and fuzzing) is the
 //! whole-tree diff it is checked against.
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use crate::json::RawObject;
-pub use mode::Mode;
+pub use mode::{EffectiveMode, Mode, ModeOverride, NamespacePattern, RefusedLowering, Rollout};
 pub use path::{FieldPath, FieldPattern, ParsePathError, PatternSegment, Segment};
 
 /// The most offending paths a denial message lists; the rest are counted. kubectl prints the
@@ -119,7 +120,7 @@ pub struct Policy {
     empty_is_absent: Vec<FieldPattern>,
     exemptions: Vec<Exemption>,
     updatable_summary: String,
-    mode: Mode,
+    rollout: Rollout,
 }
 
 /// The fields the PyTorchJob update API lets change, in both the flat (pytorch-operator, CCI) and
@@ -207,7 +208,7 @@ impl Default for Policy {
             empty_is_absent: DEFAULT_EMPTY_IS_ABSENT.iter().map(|p| builtin(p)).collect(),
             exemptions: Vec::new(),
             updatable_summary: DEFAULT_SUMMARY.to_owned(),
-            mode: Mode::default(),
+            rollout: Rollout::default(),
         }
     }
 }
@@ -259,7 +260,7 @@ impl Policy {
             empty_is_absent: DEFAULT_EMPTY_IS_ABSENT.iter().map(|p| builtin(p)).collect(),
             exemptions,
             updatable_summary,
-            mode: Mode::default(),
+            rollout: Rollout::default(),
         }
     }
 
@@ -272,14 +273,33 @@ impl Policy {
         }
     }
 
-    /// This policy with another rollout mode (a new policy enforces).
-    pub fn with_mode(self, mode: Mode) -> Self {
-        Self { mode, ..self }
+    /// This policy with another rollout mode (a new policy enforces), its overrides and
+    /// `mayLowerTo` unchanged.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.rollout.mode = mode;
+        self
     }
 
-    /// What is done with an update this policy would deny.
+    /// This policy with another rollout: mode, per-namespace overrides and what the namespace
+    /// label may lower to.
+    pub fn with_rollout(self, rollout: Rollout) -> Self {
+        Self { rollout, ..self }
+    }
+
+    /// What is done with an update this policy would deny, in a namespace no override names.
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.rollout.mode
+    }
+
+    /// The mode, the per-namespace overrides and what the namespace label may lower to.
+    pub fn rollout(&self) -> &Rollout {
+        &self.rollout
+    }
+
+    /// The mode a review about an object in `namespace` is judged in when the namespace label
+    /// asked for `label` ([`Rollout::resolve`]).
+    pub fn effective_mode(&self, namespace: Option<&str>, label: Option<Mode>) -> EffectiveMode {
+        self.rollout.resolve(namespace, label)
     }
 
     /// The governed kind with this group and kind (any version).

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::admission::{self, Verdict};
 use crate::metrics::{Metrics, RecordDropReason};
-use crate::policy::Policy;
+use crate::policy::{EffectiveMode, Mode, Policy};
 
 /// Default bound on the number of record files kept.
 pub const DEFAULT_MAX_FILES: usize = 1000;
@@ -353,6 +353,8 @@ pub struct ReplayRow {
     pub before: &'static str,
     /// `allowed`, `denied` or `would-deny`, now.
     pub after: &'static str,
+    /// The mode it is judged in now, and whether the label's lowering was refused.
+    pub mode: EffectiveMode,
     /// Paths denied now that were not.
     pub newly_denied: Vec<String>,
     /// Paths denied then that are not now.
@@ -469,8 +471,14 @@ struct RecordedCause {
     field: String,
 }
 
-/// Re-decide every record in `dir` under `policy`, one row per record, in time order.
-pub fn replay(dir: &Path, policy: &Policy) -> Result<Vec<ReplayRow>, ReplayError> {
+/// Re-decide every record in `dir` under `policy`, one row per record, in time order, each as
+/// if its namespace label asked for `label` (`None`: as `/validate`, the policy's mode for the
+/// namespace).
+pub fn replay(
+    dir: &Path,
+    policy: &Policy,
+    label: Option<Mode>,
+) -> Result<Vec<ReplayRow>, ReplayError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| ReplayError::Read {
             path: path.to_owned(),
@@ -492,7 +500,7 @@ pub fn replay(dir: &Path, policy: &Policy) -> Result<Vec<ReplayRow>, ReplayError
         let then: RecordedResponse =
             serde_json::from_value(record.response).map_err(not_a_record)?;
         let review = serde_json::to_vec(&record.review).map_err(not_a_record)?;
-        let now = admission::review(policy, &review)
+        let now = admission::review_with_label(policy, label, &review)
             .map_err(|source| ReplayError::Unanswerable {
                 path: path.clone(),
                 source,
@@ -514,6 +522,7 @@ pub fn replay(dir: &Path, policy: &Policy) -> Result<Vec<ReplayRow>, ReplayError
             object: now.summary.subject().to_string(),
             before,
             after: now.verdict().as_str(),
+            mode: now.effective_mode,
             newly_denied: now_denied
                 .iter()
                 .filter(|p| !then_denied.contains(p))

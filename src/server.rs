@@ -251,10 +251,12 @@ async fn observe_request(State(state): State<AppState>, request: Request, next: 
     response
 }
 
-/// The review paths and the mode each decides in: `/validate` in the policy's own mode, and
-/// `/validate/<mode>` in that mode whatever the policy says. The manifests register one webhook
-/// entry per path, each selecting namespaces by their `pytorchjob-guard.kubeflow.org/mode`
-/// label, so the API server picks a namespace's mode.
+/// The review paths and the mode each asks for: `/validate` none (the policy's mode for the
+/// namespace), and `/validate/<mode>` that mode, which applies when it is stricter than the
+/// namespace's and, when weaker, only if the policy's `namespaceLabel.mayLowerTo` lists it
+/// ([`Policy::effective_mode`]). The manifests register one webhook entry per path, each
+/// selecting namespaces by their `pytorchjob-guard.kubeflow.org/mode` label, so the label picks
+/// the path and the policy keeps the floor.
 pub const REVIEW_ROUTES: [(&str, Option<Mode>); 4] = [
     ("/validate", None),
     ("/validate/enforce", Some(Mode::Enforce)),
@@ -470,8 +472,7 @@ async fn review_request(
     }
     let started = Instant::now();
     let policy = state.policy.current();
-    let mode = mode.unwrap_or_else(|| policy.mode());
-    let reviewed = admission::review_in(&policy, mode, &bytes)?;
+    let reviewed = admission::review_with_label(&policy, mode, &bytes)?;
     let decision = &reviewed.decision;
     state
         .metrics
@@ -490,7 +491,9 @@ async fn review_request(
         .into_response())
 }
 
-/// One event per decision: who asked what, and the verdict. Never object contents. A review
+/// One event per decision: who asked what, the mode and the verdict (and, when the namespace
+/// label's lowering was refused, the mode it asked for in `mode_lowering_refused`). Never object
+/// contents. A review
 /// that could not be judged and was let through (`warn`, `audit`) is also logged as an error.
 pub fn log_decision(decision: &Decision) {
     let s = &decision.summary;
@@ -506,7 +509,8 @@ pub fn log_decision(decision: &Decision) {
         name = s.name.as_str(),
         user = s.user.as_str(),
         dry_run = s.dry_run,
-        mode = decision.mode.as_str(),
+        mode = decision.mode().as_str(),
+        mode_lowering_refused = decision.refused_lowering().map(|r| r.requested.as_str()),
         verdict = decision.verdict().as_str(),
         reason = decision.reason().as_str(),
         denied = ?AsStrings(decision.outcome.forbidden()),
@@ -517,7 +521,7 @@ pub fn log_decision(decision: &Decision) {
     {
         tracing::error!(
             uid = %s.uid,
-            mode = decision.mode.as_str(),
+            mode = decision.mode().as_str(),
             error = %admission::error_chain(cause),
             "admission review could not be judged; allowed only because of the mode"
         );

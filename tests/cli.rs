@@ -571,3 +571,230 @@ fn environment_variables_are_honoured() {
     }
     assert!(out_dir.join("tls.crt").exists());
 }
+
+/// `policies/default.yaml` with `extra` keys appended, written into `dir`.
+fn policy_file(dir: &Path, extra: &str) -> PathBuf {
+    let text = text(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml"))
+            .unwrap(),
+    );
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    path
+}
+
+/// `check` with `args` before `--old OLD --new NEW`.
+fn check_with(args: &[&str], old: &Path, new: &Path) -> Output {
+    let mut all = vec!["check"];
+    all.extend_from_slice(args);
+    all.extend([
+        "--old",
+        old.to_str().unwrap(),
+        "--new",
+        new.to_str().unwrap(),
+    ]);
+    run(&all, b"")
+}
+
+const REFUSED_AUDIT: &str = "warning: pytorchjob-guard: the namespace label pytorchjob-guard.kubeflow.org/mode asked for audit mode; the policy kept enforce mode (namespaceLabel.mayLowerTo does not list audit)";
+
+/// `check --mode` stands for the namespace label: under an enforcing policy, `--mode audit` or
+/// `--mode warn` cannot lower the mode (denied, exit 1, with the warning the server sends);
+/// listed in `mayLowerTo`, it can.
+#[test]
+fn check_mode_cannot_lower_below_the_policy_s_floor() {
+    let (dir, old, new) = old_and_new("training-operator-v1.9.0_simple.yaml", |yaml| {
+        yaml.replacen("replicas: 1", "replicas: 3", 1)
+    });
+    for mode in ["audit", "warn"] {
+        let out = check_with(&["--mode", mode], &old, &new);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "--mode {mode}: {}",
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            REFUSED_AUDIT.replace("audit", mode),
+            "{stdout}"
+        );
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("denied: PyTorchJob kubeflow/pytorch-simple: "),
+            "{stdout}"
+        );
+    }
+    let enforce = check_with(&["--mode", "enforce"], &old, &new);
+    assert_eq!(enforce.status.code(), Some(1));
+    assert!(
+        text(&enforce.stdout).starts_with("denied: "),
+        "no warning for the same mode"
+    );
+    let policy = policy_file(dir.path(), "namespaceLabel:\n  mayLowerTo: [warn]\n");
+    let policy = policy.to_str().unwrap();
+    let warn = check_with(&["--policy", policy, "--mode", "warn"], &old, &new);
+    assert_eq!(warn.status.code(), Some(0), "{}", text(&warn.stdout));
+    assert!(text(&warn.stdout).starts_with("allowed in warn mode; enforce would deny: "));
+    let audit = check_with(&["--policy", policy, "--mode", "audit"], &old, &new);
+    assert_eq!(audit.status.code(), Some(1), "audit is not listed");
+    assert!(text(&audit.stdout).starts_with(REFUSED_AUDIT));
+}
+
+/// The namespace comes from the object: an override for `kubeflow` sets its mode, which
+/// `--mode` can raise but not lower; another namespace keeps the policy's mode.
+#[test]
+fn check_takes_the_namespace_mode_from_the_object() {
+    let (dir, old, new) = old_and_new("training-operator-v1.9.0_simple.yaml", |yaml| {
+        yaml.replacen("replicas: 1", "replicas: 3", 1)
+    });
+    let policy = policy_file(
+        dir.path(),
+        "mode: warn\nmodeOverrides:\n  - mode: audit\n    namespaces: [\"kube*\"]\n",
+    );
+    let policy = policy.to_str().unwrap();
+    let plain = check_with(&["--policy", policy], &old, &new);
+    assert_eq!(plain.status.code(), Some(0));
+    assert!(
+        text(&plain.stdout).starts_with("allowed in audit mode; "),
+        "{}",
+        text(&plain.stdout)
+    );
+    let raised = check_with(&["--policy", policy, "--mode", "warn"], &old, &new);
+    assert!(
+        text(&raised.stdout).starts_with("allowed in warn mode; "),
+        "{}",
+        text(&raised.stdout)
+    );
+    let enforced = check_with(&["--policy", policy, "--mode", "enforce"], &old, &new);
+    assert_eq!(enforced.status.code(), Some(1));
+    // Elsewhere, the policy's own mode, which an audit label cannot lower.
+    let moved = |path: &Path| {
+        let yaml = text(&std::fs::read(path).unwrap()).replacen(
+            "namespace: kubeflow",
+            "namespace: team-a",
+            1,
+        );
+        let moved = path.with_extension("team-a.yaml");
+        std::fs::write(&moved, yaml).unwrap();
+        moved
+    };
+    let (old, new) = (moved(&old), moved(&new));
+    let elsewhere = check_with(&["--policy", policy, "--mode", "audit"], &old, &new);
+    assert_eq!(elsewhere.status.code(), Some(0));
+    let stdout = text(&elsewhere.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "{}\nallowed in warn mode; ",
+            REFUSED_AUDIT.replace("kept enforce", "kept warn")
+        )),
+        "{stdout}"
+    );
+}
+
+/// `review --mode` answers as `/validate/<mode>` does, floor included; the namespace is the
+/// review's.
+#[test]
+fn review_mode_answers_as_the_labelled_route_does() {
+    let out = run(
+        &[
+            "review",
+            "--mode",
+            "audit",
+            fixture("pytorchjob/worker-replicas.review.json")
+                .to_str()
+                .unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let response: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        response["response"]["allowed"], false,
+        "enforced: the label cannot lower"
+    );
+    assert_eq!(
+        response["response"]["auditAnnotations"]["mode-lowering-refused"],
+        "requested audit, kept enforce"
+    );
+    assert_eq!(
+        response["response"]["warnings"][0],
+        REFUSED_AUDIT.strip_prefix("warning: ").unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        "modeOverrides:\n  - mode: audit\n    namespaces: [default]\n",
+    );
+    let out = run(
+        &[
+            "review",
+            "--policy",
+            policy.to_str().unwrap(),
+            fixture("pytorchjob/worker-replicas.review.json")
+                .to_str()
+                .unwrap(),
+        ],
+        b"",
+    );
+    let response: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        response["response"]["allowed"], true,
+        "the review's namespace is audited"
+    );
+    assert_eq!(response["response"]["auditAnnotations"]["mode"], "audit");
+}
+
+/// `replay --mode` replays as if the namespaces' label asked for that mode, and shows the mode
+/// each changed decision is judged in, with a refused lowering.
+#[test]
+fn replay_shows_the_effective_mode() {
+    use pytorchjob_guard::policy::{Mode, Policy};
+    use pytorchjob_guard::record::{RecordDir, RecordSink};
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("records");
+    let mut sink = RecordDir::new(&records, 10, true).unwrap();
+    let body = read("pytorchjob/worker-replicas.review.json");
+    let warned =
+        pytorchjob_guard::admission::review(&Policy::default().with_mode(Mode::Warn), &body)
+            .unwrap();
+    sink.write(&body, &warned.body).unwrap();
+    let out = run(
+        &["replay", "--mode", "audit", records.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.starts_with(
+            "| record | object | recorded | now | mode | newly denied | no longer denied |\n"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("| PyTorchJob default/elastic-example-imagenet | would-deny | denied | enforce (label audit refused) |"),
+        "{table}"
+    );
+    let policy = policy_file(dir.path(), "namespaceLabel:\n  mayLowerTo: [warn, audit]\n");
+    let out = run(
+        &[
+            "replay",
+            "--mode",
+            "audit",
+            "--policy",
+            policy.to_str().unwrap(),
+            records.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "would-deny then and now: {}",
+        text(&out.stdout)
+    );
+}

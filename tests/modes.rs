@@ -17,7 +17,7 @@ use golden::Goldens;
 use hyper::StatusCode;
 use pytorchjob_guard::admission::{self, Reason, Verdict};
 use pytorchjob_guard::metrics::Metrics;
-use pytorchjob_guard::policy::{Mode, Policy};
+use pytorchjob_guard::policy::{Mode, Policy, Rollout};
 use serde_json::Value;
 use support::{Options, TestServer, post, pytorchjob_update, send1};
 
@@ -49,8 +49,34 @@ fn undecidable_review() -> Vec<u8> {
     serde_json::to_vec(&review).unwrap()
 }
 
+/// The built-in rule with its mode set to `mode`, on the plain `/validate` path.
 fn review_in(mode: Mode, body: &[u8]) -> admission::Reviewed {
-    admission::review_in(&Policy::default(), mode, body).unwrap()
+    admission::review(&Policy::default().with_mode(mode), body).unwrap()
+}
+
+/// The built-in rule, enforced, whose namespace label may also lower to warn and audit: every
+/// `/validate/<mode>` path decides in its own mode (the behaviour before the floor existed).
+fn lowerable() -> Policy {
+    Policy::default().with_rollout(Rollout {
+        mode: Mode::Enforce,
+        overrides: Vec::new(),
+        may_lower_to: vec![Mode::Warn, Mode::Audit],
+    })
+}
+
+/// [`lowerable`] as a policy file, for the command line.
+fn lowerable_file(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml"),
+    )
+    .unwrap();
+    let path = dir.join("lowerable.yaml");
+    std::fs::write(
+        &path,
+        format!("{text}namespaceLabel:\n  mayLowerTo: [warn, audit]\n"),
+    )
+    .unwrap();
+    path
 }
 
 fn warnings(response: &Value) -> Vec<String> {
@@ -117,7 +143,7 @@ fn each_outcome_in_each_mode() {
             let what = format!("{} in {mode}", row.what);
             let reviewed = review_in(mode, &row.body);
             let decision = &reviewed.decision;
-            assert_eq!(decision.mode, mode, "{what}");
+            assert_eq!(decision.mode(), mode, "{what}");
             assert_eq!(decision.verdict(), verdict, "{what}");
             assert_eq!(
                 decision.reason(),
@@ -159,7 +185,7 @@ fn exemptions_and_dry_runs_are_judged_alike_in_every_mode() {
     let kueue = pytorchjob_guard::policy::file::parse(&text).unwrap();
     let body = fixture("pytorchjob/kueue-suspend.review.json");
     for mode in Mode::ALL {
-        let reviewed = admission::review_in(&kueue, mode, &body).unwrap();
+        let reviewed = admission::review(&kueue.clone().with_mode(mode), &body).unwrap();
         assert_eq!(reviewed.decision.verdict(), Verdict::Allowed, "{mode}");
         let response = json(&reviewed.body);
         assert_eq!(
@@ -274,13 +300,17 @@ fn count(metrics: &Metrics, verdict: &str) -> u64 {
         .sum()
 }
 
-/// Over real TLS: `/validate` decides in the policy's mode and each `/validate/<mode>` in its
-/// own, whatever the policy says. The namespace labelled `warn` (whose webhook entry calls
-/// `/validate/warn`) gets its update through with a warning, while its unlabelled neighbour
-/// (whose entry calls `/validate`) is denied the same change.
+/// Over real TLS, under a policy whose label may lower to warn and audit: `/validate` decides in
+/// the policy's mode and each `/validate/<mode>` in its own. The namespace labelled `warn`
+/// (whose webhook entry calls `/validate/warn`) gets its update through with a warning, while
+/// its unlabelled neighbour (whose entry calls `/validate`) is denied the same change.
 #[tokio::test]
-async fn each_path_decides_in_its_mode() {
-    let server = TestServer::start().await;
+async fn each_path_decides_in_its_mode_where_the_policy_lets_the_label_lower() {
+    let server = TestServer::start_with(Options {
+        policy: Some(lowerable()),
+        ..Options::default()
+    })
+    .await;
     let mut h1 = server.http1().await;
     let frozen = |uid: &str, namespace: &str| {
         let mut review = json(&pytorchjob_update(uid, "admission.k8s.io/v1", |job| {
@@ -366,17 +396,21 @@ async fn the_policy_mode_is_the_default_path_s_mode() {
 const BIN: &str = env!("CARGO_BIN_EXE_pytorchjob-guard");
 
 /// `check --mode` and `review --mode`: a team asks what enforce would deny, or what a mode
-/// would answer, without a cluster.
+/// would answer, without a cluster (under a policy that lets the label lower the mode; the
+/// floor itself is tested in tests/cli.rs).
 #[test]
 fn the_offline_commands_take_a_mode() {
     let dir = tempfile::tempdir().unwrap();
+    let policy = lowerable_file(dir.path());
     let review = json(&fixture(WORKER_REPLICAS));
     let (old, new) = (dir.path().join("old.json"), dir.path().join("new.json"));
     std::fs::write(&old, review["request"]["oldObject"].to_string()).unwrap();
     std::fs::write(&new, review["request"]["object"].to_string()).unwrap();
     let check = |mode: &str| {
         std::process::Command::new(BIN)
-            .args(["check", "--mode", mode, "--old"])
+            .args(["check", "--mode", mode, "--policy"])
+            .arg(&policy)
+            .arg("--old")
             .arg(&old)
             .arg("--new")
             .arg(&new)
@@ -397,7 +431,8 @@ fn the_offline_commands_take_a_mode() {
     assert_eq!(check("enforce").status.code(), Some(1), "enforce denies");
 
     let output = std::process::Command::new(BIN)
-        .args(["review", "--mode", "audit"])
+        .args(["review", "--mode", "audit", "--policy"])
+        .arg(&policy)
         .arg(fixtures().join(WORKER_REPLICAS))
         .output()
         .unwrap();
@@ -422,9 +457,9 @@ fn replay_under_enforce_shows_what_a_warn_recording_would_have_denied() {
             .unwrap();
     }
     let policy = Policy::default();
-    let same = record::replay(dir.path(), &policy.clone().with_mode(Mode::Warn)).unwrap();
+    let same = record::replay(dir.path(), &policy.clone().with_mode(Mode::Warn), None).unwrap();
     assert!(same.iter().all(|row| !row.changed()), "{same:?}");
-    let rows = record::replay(dir.path(), &policy).unwrap();
+    let rows = record::replay(dir.path(), &policy, None).unwrap();
     let changed: Vec<_> = rows.iter().filter(|row| row.changed()).collect();
     assert_eq!(changed.len(), 1, "{rows:?}");
     assert_eq!(
@@ -447,4 +482,190 @@ fn replay_under_enforce_shows_what_a_warn_recording_would_have_denied() {
         table.contains("| PyTorchJob default/elastic-example-imagenet | would-deny | denied |"),
         "{table}"
     );
+}
+
+/// A policy written as a cluster would: `policies/default.yaml` with `extra` keys appended.
+fn default_policy_with(extra: &str) -> Policy {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml"),
+    )
+    .unwrap();
+    pytorchjob_guard::policy::file::parse(&format!("{text}{extra}")).unwrap()
+}
+
+/// The warning a refused lowering carries, as kubectl prints it after `Warning: `.
+fn refused_warning(requested: &str, kept: &str) -> String {
+    format!(
+        "pytorchjob-guard: the namespace label pytorchjob-guard.kubeflow.org/mode asked for {requested} mode; the policy kept {kept} mode (namespaceLabel.mayLowerTo does not list {requested})"
+    )
+}
+
+/// The value of `pytorchjob_guard_mode_lowering_refused_total{requested,kept}` (0 when absent).
+fn refused_count(metrics: &Metrics, requested: &str, kept: &str) -> u64 {
+    let series = format!(
+        "pytorchjob_guard_mode_lowering_refused_total{{requested=\"{requested}\",kept=\"{kept}\"}} "
+    );
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The decision table of the floor, over real TLS on every route: policy mode × override ×
+/// label → effective mode and verdict of a frozen change (Worker replicas). A label raises the
+/// namespace's mode always and lowers it only to a mode `mayLowerTo` lists; a refused lowering is
+/// judged in the namespace's mode, with a warning naming both modes, the
+/// `mode-lowering-refused` audit annotation and the counter.
+#[tokio::test]
+async fn the_policy_keeps_the_floor_on_every_route() {
+    use Mode::{Audit, Enforce, Warn};
+    let policies = [
+        ("enforce", default_policy_with("")),
+        (
+            "enforce, sandbox and exp-* audit, may lower to warn",
+            default_policy_with(
+                "modeOverrides:\n  - mode: audit\n    namespaces: [team-sandbox, \"exp-*\"]\nnamespaceLabel:\n  mayLowerTo: [warn]\n",
+            ),
+        ),
+        ("audit", default_policy_with("mode: audit\n")),
+        (
+            "warn, prod-* enforce, prod-x and lab audit",
+            default_policy_with(
+                "mode: warn\nmodeOverrides:\n  - mode: enforce\n    namespaces: [\"prod-*\"]\n  - mode: audit\n    namespaces: [prod-x, lab]\n",
+            ),
+        ),
+    ];
+    // (policy, namespace, label = route) → (effective mode, the label's mode refused)
+    type Row = (usize, &'static str, Option<Mode>, Mode, bool);
+    let table: &[Row] = &[
+        (0, "team-a", None, Enforce, false),
+        (0, "team-a", Some(Enforce), Enforce, false),
+        (0, "team-a", Some(Warn), Enforce, true),
+        (0, "team-a", Some(Audit), Enforce, true),
+        (1, "team-a", None, Enforce, false),
+        (1, "team-a", Some(Enforce), Enforce, false),
+        (1, "team-a", Some(Warn), Warn, false),
+        (1, "team-a", Some(Audit), Enforce, true),
+        (1, "team-sandbox", None, Audit, false),
+        (1, "team-sandbox", Some(Enforce), Enforce, false),
+        (1, "team-sandbox", Some(Warn), Warn, false),
+        (1, "team-sandbox", Some(Audit), Audit, false),
+        (1, "exp-42", None, Audit, false),
+        (1, "exp-42", Some(Warn), Warn, false),
+        (2, "team-a", None, Audit, false),
+        (2, "team-a", Some(Enforce), Enforce, false),
+        (2, "team-a", Some(Warn), Warn, false),
+        (2, "team-a", Some(Audit), Audit, false),
+        (3, "team-a", None, Warn, false),
+        (3, "team-a", Some(Enforce), Enforce, false),
+        (3, "team-a", Some(Warn), Warn, false),
+        (3, "team-a", Some(Audit), Warn, true),
+        // The first matching override wins: prod-x is enforced, not audited.
+        (3, "prod-x", None, Enforce, false),
+        (3, "prod-x", Some(Enforce), Enforce, false),
+        (3, "prod-x", Some(Warn), Enforce, true),
+        (3, "prod-x", Some(Audit), Enforce, true),
+        (3, "lab", None, Audit, false),
+        (3, "lab", Some(Warn), Warn, false),
+        (3, "lab", Some(Audit), Audit, false),
+    ];
+    let frozen = |uid: &str, namespace: &str| {
+        let mut review = json(&pytorchjob_update(uid, "admission.k8s.io/v1", |job| {
+            job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = 3.into();
+        }));
+        review["request"]["namespace"] = namespace.into();
+        serde_json::to_vec(&review).unwrap()
+    };
+    for (index, (name, policy)) in policies.into_iter().enumerate() {
+        let server = TestServer::start_with(Options {
+            policy: Some(policy),
+            ..Options::default()
+        })
+        .await;
+        let mut h1 = server.http1().await;
+        let mut refusals = std::collections::HashMap::<(Mode, Mode), u64>::new();
+        let rows = table.iter().filter(|row| row.0 == index);
+        for (n, &(_, namespace, label, effective, refused)) in rows.enumerate() {
+            let route = label.map_or("/validate".to_owned(), |m| format!("/validate/{m}"));
+            let what = format!("policy {name}, namespace {namespace}, {route}");
+            let body = frozen(&format!("{index}-{n}"), namespace);
+            let answer = send1(&mut h1, post(&route, Some("application/json"), body)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{what}");
+            let response = answer.json();
+            let verdict = if effective == Enforce {
+                Verdict::Denied
+            } else {
+                Verdict::WouldDeny
+            };
+            assert_eq!(response["response"]["allowed"], verdict.allows(), "{what}");
+            let annotations = &response["response"]["auditAnnotations"];
+            assert_eq!(annotations["verdict"], verdict.as_str(), "{what}");
+            let mode_annotation = (effective != Enforce).then_some(effective.as_str());
+            assert_eq!(annotations["mode"].as_str(), mode_annotation, "{what}");
+            let mut expected_warnings = Vec::new();
+            if refused {
+                let requested = label.unwrap();
+                *refusals.entry((requested, effective)).or_default() += 1;
+                assert_eq!(
+                    annotations["mode-lowering-refused"],
+                    format!("requested {requested}, kept {effective}"),
+                    "{what}"
+                );
+                expected_warnings.push(refused_warning(requested.as_str(), effective.as_str()));
+            } else {
+                assert!(annotations.get("mode-lowering-refused").is_none(), "{what}");
+            }
+            if effective == Warn {
+                expected_warnings.push("pytorchjob-guard warn mode: enforce would deny this update: this field cannot be updated: spec.pytorchReplicaSpecs.Worker.replicas".to_owned());
+            }
+            assert_eq!(warnings(&response), expected_warnings, "{what}");
+        }
+        for requested in Mode::ALL {
+            for kept in Mode::ALL {
+                let expected = refusals.get(&(requested, kept)).copied().unwrap_or(0);
+                assert_eq!(
+                    refused_count(&server.metrics, requested.as_str(), kept.as_str()),
+                    expected,
+                    "policy {name}: refusals of {requested} kept {kept}"
+                );
+            }
+        }
+        server.stop().await.unwrap();
+    }
+}
+
+/// A refused lowering is reported on an allowed update too (the team learns its label is not
+/// honoured before it matters), and not at all for a kind the policy does not govern.
+#[tokio::test]
+async fn a_refused_lowering_is_reported_on_allowed_updates_and_only_for_governed_kinds() {
+    let server = TestServer::start().await;
+    let mut h1 = server.http1().await;
+    let label = send1(
+        &mut h1,
+        post("/validate/audit", Some("application/json"), fixture(LABEL)),
+    )
+    .await
+    .json();
+    assert_eq!(label["response"]["allowed"], true);
+    assert_eq!(warnings(&label), [refused_warning("audit", "enforce")]);
+    assert_eq!(
+        label["response"]["auditAnnotations"]["mode-lowering-refused"],
+        "requested audit, kept enforce"
+    );
+    assert_eq!(label["response"]["auditAnnotations"]["verdict"], "allowed");
+    let pod =
+        fixture("reviews/kubewarden-policy-server_pod_with_privileged_containers.review.json");
+    let other = send1(
+        &mut h1,
+        post("/validate/warn", Some("application/json"), pod),
+    )
+    .await
+    .json();
+    assert_eq!(other["response"]["allowed"], true);
+    assert!(warnings(&other).is_empty());
+    assert!(other["response"]["auditAnnotations"].is_null());
+    assert_eq!(refused_count(&server.metrics, "audit", "enforce"), 1);
+    assert_eq!(refused_count(&server.metrics, "warn", "enforce"), 0);
+    server.stop().await.unwrap();
 }

@@ -425,6 +425,52 @@ async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_content
     );
 }
 
+/// A refused lowering is a field of the decision log: the mode the label asked for beside the
+/// mode kept; absent when nothing was refused.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_lowering_is_a_field_of_the_decision_log() {
+    let capture = Capture::default();
+    let subscriber = pytorchjob_guard::telemetry::json_subscriber(
+        capture.clone(),
+        tracing_subscriber::EnvFilter::new("info"),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = server::router(AppState::new(
+        Arc::new(Policy::default()),
+        Arc::new(Health::default()),
+        Arc::new(Metrics::new()),
+    ));
+    for (path, uid) in [
+        ("/validate/audit", "refused"),
+        ("/validate/enforce", "kept"),
+    ] {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(pytorchjob_update(
+                uid,
+                "admission.k8s.io/v1",
+                |_| {},
+            )))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let event = |uid: &str| -> Value {
+        logged
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e["message"] == "admission review" && e["uid"] == uid)
+            .unwrap_or_else(|| panic!("no decision for {uid}: {logged}"))
+    };
+    let refused = event("refused");
+    assert_eq!(refused["mode"], "enforce", "{refused}");
+    assert_eq!(refused["mode_lowering_refused"], "audit", "{refused}");
+    let kept = event("kept");
+    assert_eq!(kept["mode"], "enforce");
+    assert!(kept.get("mode_lowering_refused").is_none(), "{kept}");
+}
+
 #[tokio::test]
 async fn readiness_flips_at_shutdown_while_a_slow_review_still_completes() {
     let mut server = TestServer::start_with(Options {

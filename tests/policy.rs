@@ -461,6 +461,54 @@ fn a_changed_mode_takes_effect_on_reload_and_a_bad_one_names_its_line() {
     assert_eq!(store.current().mode(), Mode::Audit);
 }
 
+/// `modeOverrides` and `namespaceLabel` are reloaded with the rest of the policy; a broken edit
+/// of them is rejected with its line and keeps the last good floor.
+#[test]
+fn mode_overrides_and_the_label_floor_take_effect_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    let default = std::fs::read_to_string(repo("policies/default.yaml")).unwrap();
+    std::fs::write(&path, &default).unwrap();
+    let store = PolicyStore::from_file(&path).unwrap();
+    let effective = |namespace: &str, label: Option<Mode>| {
+        store.current().effective_mode(Some(namespace), label)
+    };
+    assert_eq!(effective("team-a", Some(Mode::Audit)).mode(), Mode::Enforce);
+    assert!(
+        effective("team-a", Some(Mode::Audit))
+            .refused_lowering()
+            .is_some()
+    );
+
+    let rollout = "modeOverrides:\n  - mode: audit\n    namespaces: [\"team-*\"]\nnamespaceLabel:\n  mayLowerTo: [warn]\n";
+    std::fs::write(&path, format!("{default}{rollout}")).unwrap();
+    assert!(matches!(store.reload(), Reload::Reloaded));
+    assert_eq!(effective("team-a", None).mode(), Mode::Audit);
+    assert_eq!(effective("prod", Some(Mode::Warn)).mode(), Mode::Warn);
+    assert_eq!(effective("prod", Some(Mode::Audit)).mode(), Mode::Enforce);
+
+    let broken = rollout.replace("team-*", "Team-*");
+    std::fs::write(&path, format!("{default}{broken}")).unwrap();
+    match store.reload() {
+        Reload::Rejected(error) => {
+            let text = Causes(&error).to_string();
+            assert!(
+                text.contains("modeOverrides[0].namespaces[0] at line ")
+                    && text.ends_with(
+                        "invalid namespace name or glob \"Team-*\": namespace names are lowercase"
+                    ),
+                "{text}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(
+        effective("team-a", None).mode(),
+        Mode::Audit,
+        "the last good floor stays"
+    );
+}
+
 #[test]
 fn the_server_refuses_to_start_with_a_policy_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -533,9 +581,9 @@ fn recorded_traffic_replays_under_a_new_policy() {
     );
 
     // Replaying under the same policy changes nothing; under the Kueue preset, Kueue's admit.
-    let same = record::replay(dir.path(), &builtin).unwrap();
+    let same = record::replay(dir.path(), &builtin, None).unwrap();
     assert!(same.iter().all(|row| !row.changed()), "{same:?}");
-    let rows = record::replay(dir.path(), &preset("kueue")).unwrap();
+    let rows = record::replay(dir.path(), &preset("kueue"), None).unwrap();
     let changed: Vec<_> = rows.iter().filter(|r| r.changed()).collect();
     assert_eq!(changed.len(), 1, "{rows:?}");
     assert_eq!(changed[0].object, "PyTorchJob default/pytorch-simple");

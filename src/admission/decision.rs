@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::request::{LooseRequest, Request, ReviewVersion};
 use crate::policy::{
-    Evaluation, FieldPath, GovernedKind, Mode, Policy, RawObject, Requester, diff,
+    EffectiveMode, Evaluation, FieldPath, GovernedKind, Mode, Policy, RawObject, RefusedLowering,
+    Requester, diff,
 };
 
 /// The verdict of one review.
@@ -307,16 +308,30 @@ pub struct Decision {
     pub summary: Summary,
     /// The outcome, as the rule judges it in every mode.
     pub outcome: Outcome,
-    /// What is done with a denial: `enforce` sends it; `warn` and `audit` allow the request and
-    /// report what enforce would have denied.
-    pub mode: Mode,
+    /// The mode it is judged in, and how it was chosen from the policy, the namespace and the
+    /// mode its label asked for ([`Policy::effective_mode`]).
+    pub effective_mode: EffectiveMode,
 }
 
 impl Decision {
+    /// What is done with a denial: `enforce` sends it; `warn` and `audit` allow the request and
+    /// report what enforce would have denied.
+    pub fn mode(&self) -> Mode {
+        self.effective_mode.mode()
+    }
+
+    /// The namespace label asked for a weaker mode than the policy lets it select, on a review
+    /// about a governed kind (the only ones it could change): the response warns about it and
+    /// annotates it, metrics count it, the decision log names it.
+    pub fn refused_lowering(&self) -> Option<RefusedLowering> {
+        self.summary.governed.as_ref()?;
+        self.effective_mode.refused_lowering()
+    }
+
     /// What the response says: the outcome's verdict in `enforce`; in `warn` and `audit`, a
     /// denial becomes [`Verdict::WouldDeny`] (allowed).
     pub fn verdict(&self) -> Verdict {
-        match (self.outcome.verdict(), self.mode) {
+        match (self.outcome.verdict(), self.mode()) {
             (Verdict::Denied, Mode::Warn | Mode::Audit) => Verdict::WouldDeny,
             (verdict, _) => verdict,
         }
@@ -390,8 +405,9 @@ fn route(summary: &Summary) -> Route<'_> {
     }
 }
 
-/// Decide a request kube's types read, in `mode`.
-pub fn decide(policy: &Policy, mode: Mode, request: &Request<'_>) -> Decision {
+/// Decide a request kube's types read, in the mode of its namespace and the mode its label asked
+/// for (`label`: the path `/validate/<mode>`, or `--mode`; `None` for `/validate`).
+pub fn decide(policy: &Policy, label: Option<Mode>, request: &Request<'_>) -> Decision {
     let sub_resource = request.sub_resource.as_deref();
     let summary = Summary {
         uid: request.uid.clone(),
@@ -411,10 +427,11 @@ pub fn decide(policy: &Policy, mode: Mode, request: &Request<'_>) -> Decision {
         Route::Update => judge_update(policy, request),
         Route::Scale(replicas) => judge_scale(policy, request, replicas),
     };
+    let effective_mode = policy.effective_mode(summary.namespace.as_deref(), label);
     Decision {
         summary,
         outcome,
-        mode,
+        effective_mode,
     }
 }
 
@@ -422,7 +439,7 @@ pub fn decide(policy: &Policy, mode: Mode, request: &Request<'_>) -> Decision {
 /// applies, allowed where it does not — the same lookup and routing as [`decide`].
 pub fn decide_loose(
     policy: &Policy,
-    mode: Mode,
+    label: Option<Mode>,
     request: &LooseRequest,
     error: serde_json::Error,
 ) -> Decision {
@@ -448,10 +465,11 @@ pub fn decide_loose(
         Route::Skip(skip) => Outcome::Skipped(skip),
         Route::Update | Route::Scale(_) => Outcome::Undecidable(Undecidable::Unreadable(error)),
     };
+    let effective_mode = policy.effective_mode(summary.namespace.as_deref(), label);
     Decision {
         summary,
         outcome,
-        mode,
+        effective_mode,
     }
 }
 

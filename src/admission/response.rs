@@ -8,13 +8,15 @@
 //! server passes it to users — `code: 400`, `reason: BadRequest`, `status: Failure`, a message naming
 //! every offending field and one `details.causes` entry per field. Audit annotations say why
 //! for every request about a governed kind (the API server prefixes each key with the
-//! webhook's name); a warning names the fields an exemption let through.
+//! webhook's name); a warning names the fields an exemption let through, and one the mode a
+//! namespace label asked for when the policy kept a stricter one.
 
 use std::fmt;
 
 use super::decision::{Decision, Outcome, Verdict};
 use crate::json::write_string;
-use crate::policy::{FieldPath, MAX_CAUSES, Mode, Policy, list_paths};
+use crate::policy::mode::MODE_LABEL;
+use crate::policy::{FieldPath, MAX_CAUSES, Mode, Policy, RefusedLowering, list_paths};
 
 /// Paths listed in a warning (kubectl prints warnings whole; the API asks for ≤ 120 chars).
 const MAX_PATHS_IN_WARNING: usize = 4;
@@ -161,12 +163,29 @@ pub fn message(decision: &Decision, policy: &Policy) -> String {
     }
 }
 
-/// The warnings kubectl prints (`Warning: …`), each within [`MAX_WARNING_CHARS`], at most two:
-/// in `warn` mode, what `enforce` would deny; and which frozen fields an exemption let change.
+/// The warning kubectl prints when the namespace label asked for a weaker mode than the policy
+/// lets it select:
+/// `pytorchjob-guard: the namespace label pytorchjob-guard.kubeflow.org/mode asked for audit mode; the policy kept enforce mode (namespaceLabel.mayLowerTo does not list audit)`.
+pub fn refused_lowering_warning(refused: RefusedLowering) -> String {
+    let RefusedLowering { requested, kept } = refused;
+    format!(
+        "pytorchjob-guard: the namespace label {MODE_LABEL} asked for {requested} mode; the policy kept {kept} mode (namespaceLabel.mayLowerTo does not list {requested})"
+    )
+}
+
+/// The warnings kubectl prints (`Warning: …`), each within [`MAX_WARNING_CHARS`], at most three:
+/// that the namespace label's lowering was refused; in `warn` mode, what `enforce` would deny;
+/// and which frozen fields an exemption let change.
 fn warnings(decision: &Decision) -> Vec<String> {
     let outcome = &decision.outcome;
     let mut warnings = Vec::new();
-    if decision.mode == Mode::Warn && decision.verdict() == Verdict::WouldDeny {
+    if let Some(refused) = decision.refused_lowering() {
+        warnings.push(truncate(
+            refused_lowering_warning(refused),
+            MAX_WARNING_CHARS,
+        ));
+    }
+    if decision.mode() == Mode::Warn && decision.verdict() == Verdict::WouldDeny {
         let why = match outcome {
             Outcome::Undecidable(cause) => super::error_chain(cause),
             _ => {
@@ -192,6 +211,9 @@ fn warnings(decision: &Decision) -> Vec<String> {
     }
     warnings
 }
+
+/// The audit annotation of a refused lowering: `requested audit, kept enforce`.
+pub const MODE_LOWERING_REFUSED: &str = "mode-lowering-refused";
 
 /// Audit annotations for every decision about a governed kind, so the cluster's audit log
 /// says why; none for other kinds. Sorted by key, as a JSON object's keys are written here.
@@ -223,8 +245,14 @@ fn audit_annotations(decision: &Decision) -> Vec<(&'static str, String)> {
         );
         put("exemptions", outcome.exemptions().join(", "));
     }
-    if decision.mode != Mode::Enforce {
-        put("mode", decision.mode.as_str().to_owned());
+    if decision.mode() != Mode::Enforce {
+        put("mode", decision.mode().as_str().to_owned());
+    }
+    if let Some(RefusedLowering { requested, kept }) = decision.refused_lowering() {
+        put(
+            MODE_LOWERING_REFUSED,
+            format!("requested {requested}, kept {kept}"),
+        );
     }
     put("reason", outcome.reason().as_str().to_owned());
     put("verdict", decision.verdict().as_str().to_owned());
@@ -403,7 +431,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    use crate::admission::review_in;
+    use crate::admission::review_with_label;
     use crate::policy::{Mode, Policy, file};
 
     /// Every policy shape a response depends on: the built-in one, a preset with an exemption
@@ -418,17 +446,28 @@ mod tests {
         ]
     }
 
-    /// The response written by hand and the one serde_json serializes for the same decision.
-    fn both(policy: &Policy, mode: Mode, body: &[u8]) -> Option<(String, String)> {
-        let reviewed = review_in(policy, mode, body).ok()?;
-        let oracle = super::oracle::render(&reviewed.decision, policy).unwrap();
+    /// The response written by hand and the one serde_json serializes for the same decision,
+    /// under `policy` in `mode` with the namespace label asking for `label`.
+    fn both(policy: &Policy, (mode, label): Case, body: &[u8]) -> Option<(String, String)> {
+        let policy = policy.clone().with_mode(mode);
+        let reviewed = review_with_label(&policy, label, body).ok()?;
+        let oracle = super::oracle::render(&reviewed.decision, &policy).unwrap();
         Some((
             String::from_utf8(reviewed.body).unwrap(),
             String::from_utf8(oracle).unwrap(),
         ))
     }
 
-    const MODES: [Mode; 3] = [Mode::Enforce, Mode::Warn, Mode::Audit];
+    /// A policy mode and the mode the namespace label asks for.
+    type Case = (Mode, Option<Mode>);
+
+    /// Each mode, and a lowering the policy refuses (its warning and annotation).
+    const CASES: [Case; 4] = [
+        (Mode::Enforce, None),
+        (Mode::Warn, None),
+        (Mode::Audit, None),
+        (Mode::Enforce, Some(Mode::Audit)),
+    ];
 
     #[test]
     fn every_recorded_review_is_rendered_as_serde_json_serializes_it() {
@@ -450,19 +489,19 @@ mod tests {
                 }
                 let body = std::fs::read(&path).unwrap();
                 for policy in policies() {
-                    for mode in MODES {
+                    for case in CASES {
                         // A body that is no answerable review has no response to compare.
-                        if let Some((written, serialized)) = both(&policy, mode, &body) {
-                            assert_eq!(written, serialized, "{name} in {mode:?}");
+                        if let Some((written, serialized)) = both(&policy, case, &body) {
+                            assert_eq!(written, serialized, "{name} in {case:?}");
                             reviews += 1;
                         }
                     }
                 }
             }
         }
-        // 17 PyTorchJob and recorded reviews, and 4 of every other kind, in 3 modes, under 3 policies.
+        // 17 PyTorchJob and recorded reviews, and 4 of every other kind, in 4 cases, under 3 policies.
         assert!(
-            reviews >= (17 + 4 * 7) * 3 * 3,
+            reviews >= (17 + 4 * 7) * CASES.len() * 3,
             "only {reviews} responses compared"
         );
     }
@@ -479,7 +518,7 @@ mod tests {
         *review.pointer_mut(replicas).unwrap() = json!(64);
         let body = serde_json::to_vec(&review).unwrap();
         let kueue = &policies()[1];
-        let (written, serialized) = both(kueue, Mode::Warn, &body).unwrap();
+        let (written, serialized) = both(kueue, (Mode::Warn, None), &body).unwrap();
         let response: serde_json::Value = serde_json::from_str(&written).unwrap();
         assert_eq!(
             response["response"]["warnings"].as_array().unwrap().len(),
@@ -502,7 +541,7 @@ mod tests {
         #[test]
         fn any_decision_is_rendered_as_serde_json_serializes_it(
             uid in text(), name in text(), namespace in text(), user in text(),
-            keys in prop::collection::vec(text(), 0..6), mode in 0..3usize, undecidable: bool,
+            keys in prop::collection::vec(text(), 0..6), mode in 0..CASES.len(), undecidable: bool,
         ) {
             let object = |version: &str| {
                 let changed: serde_json::Map<String, serde_json::Value> =
@@ -527,7 +566,7 @@ mod tests {
             });
             let body = serde_json::to_vec(&review).unwrap();
             for policy in policies() {
-                if let Some((written, serialized)) = both(&policy, MODES[mode], &body) {
+                if let Some((written, serialized)) = both(&policy, CASES[mode], &body) {
                     prop_assert_eq!(written, serialized);
                 }
             }

@@ -18,15 +18,23 @@
 //!   - name: kueue
 //!     serviceAccounts: ["kueue-system:kueue-controller-manager"]
 //!     paths: [spec.runPolicy.suspend]   # optional: any field when absent
+//! modeOverrides:               # optional: per namespace; first match wins
+//!   - mode: audit
+//!     namespaces: [team-sandbox, "exp-*"]   # names or globs (`*`, `?`)
+//! namespaceLabel:              # optional
+//!   mayLowerTo: [warn]         # weaker modes the namespace label may select; default: none
 //! ```
 //!
 //! `mode` is the rollout mode ([`Mode`]): `enforce` denies an update the rule forbids; `warn`
 //! allows it with a warning kubectl shows naming the fields `enforce` would deny, and records
 //! the would-be denial in the audit annotations; `audit` records it without the warning.
+//! `modeOverrides` and `namespaceLabel` decide which mode a namespace gets and how far its label
+//! may move it ([`Rollout`]).
 //!
 //! Parsing is strict: unknown keys, malformed paths, empty lists where something is required,
-//! identities in the wrong form or an unknown mode are errors ([`PolicyFileError`]) that name
-//! the line, so a server never runs a policy it misread. The document is read with paths,
+//! identities in the wrong form, an unknown mode, a malformed namespace glob or `enforce` in
+//! `mayLowerTo` are errors ([`PolicyFileError`]) that name the line, so a server never runs a
+//! policy it misread. The document is read with paths,
 //! names and identities as plain strings and checked afterwards, each found in the text by its
 //! own value, so an error names the line of the bad item rather than where its list starts.
 //! Pure: text in, [`Policy`] out.
@@ -37,10 +45,11 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::mode::ParseModeError;
+use super::mode::{ParseModeError, ParseNamespacePatternError};
 use super::{
     DEFAULT_EMPTY_IS_ABSENT, DEFAULT_NOT_COMPARED, DEFAULT_SCHEMA_DEFAULTS, Exemption, FieldPath,
-    FieldPattern, GovernedKind, Mode, ParsePathError, Policy,
+    FieldPattern, GovernedKind, Mode, ModeOverride, NamespacePattern, ParsePathError, Policy,
+    Rollout,
 };
 
 /// The `apiVersion` a policy file declares.
@@ -119,6 +128,36 @@ pub enum PolicyFileError {
         /// What is wrong with it.
         #[source]
         source: ParseModeError,
+    },
+    /// A mode in `modeOverrides` or `namespaceLabel.mayLowerTo` is not a mode.
+    #[error("{item}{at}")]
+    ModeItem {
+        /// Which item (`modeOverrides[0].mode`).
+        item: String,
+        /// Where it is.
+        at: Location,
+        /// What is wrong with it.
+        #[source]
+        source: ParseModeError,
+    },
+    /// `namespaceLabel.mayLowerTo` lists `enforce`, which is never a lowering.
+    #[error("{item}: enforce is the strictest mode, a label never lowers to it{at}")]
+    NotALowering {
+        /// Which item (`namespaceLabel.mayLowerTo[0]`).
+        item: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// A namespace in `modeOverrides` is neither a namespace name nor a glob of one.
+    #[error("{item}{at}")]
+    Namespace {
+        /// Which item (`modeOverrides[0].namespaces[1]`).
+        item: String,
+        /// Where it is.
+        at: Location,
+        /// What is wrong with it.
+        #[source]
+        source: ParseNamespacePatternError,
     },
     /// `kinds` is empty: a policy that governs nothing is a mistake.
     #[error("kinds: the list must not be empty: name at least one kind to govern{at}")]
@@ -206,6 +245,23 @@ struct PolicyDocument {
     empty_is_absent: Option<Vec<String>>,
     #[serde(default)]
     exemptions: Vec<ExemptionEntry>,
+    #[serde(default)]
+    mode_overrides: Vec<OverrideEntry>,
+    namespace_label: Option<NamespaceLabelEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideEntry {
+    mode: String,
+    namespaces: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceLabelEntry {
+    #[serde(default)]
+    may_lower_to: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -585,6 +641,65 @@ fn exemptions(text: &Text<'_>, entries: Vec<ExemptionEntry>) -> Result<Vec<Exemp
     Ok(exemptions)
 }
 
+/// A mode named in a list item.
+fn mode_item(item: String, value: String, at: Location) -> Result<Mode> {
+    value
+        .parse()
+        .map_err(|source| PolicyFileError::ModeItem { item, at, source })
+}
+
+/// `modeOverrides`: each entry's mode and its (non-empty) namespace names or globs.
+fn mode_overrides(text: &Text<'_>, entries: Vec<OverrideEntry>) -> Result<Vec<ModeOverride>> {
+    let mut list = text.section("modeOverrides").1;
+    let mut overrides = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let mut fields = list.entry();
+        let entry_name = format!("modeOverrides[{index}]");
+        let mode_at = text.field(&mut fields, "mode", &entry.mode);
+        let mode = mode_item(format!("{entry_name}.mode"), entry.mode, mode_at)?;
+        if entry.namespaces.is_empty() {
+            return Err(PolicyFileError::EmptyList {
+                item: format!("{entry_name}.namespaces"),
+                at: text
+                    .key(&fields, "namespaces")
+                    .map_or(Location::Unknown, |(at, _)| text.location(at)),
+            });
+        }
+        let namespaces = inner_list(
+            text,
+            &mut fields,
+            (&entry_name, "namespaces"),
+            entry.namespaces,
+            |item, value, at| {
+                value
+                    .parse::<NamespacePattern>()
+                    .map_err(|source| PolicyFileError::Namespace { item, at, source })
+            },
+        )?;
+        list.reach(fields);
+        overrides.push(ModeOverride { mode, namespaces });
+    }
+    Ok(overrides)
+}
+
+/// `namespaceLabel.mayLowerTo`: weaker modes only (`warn`, `audit`).
+fn may_lower_to(text: &Text<'_>, label: Option<NamespaceLabelEntry>) -> Result<Vec<Mode>> {
+    let Some(label) = label else {
+        return Ok(Vec::new());
+    };
+    let mut section = text.section("namespaceLabel").1;
+    inner_list(
+        text,
+        &mut section,
+        ("namespaceLabel", "mayLowerTo"),
+        label.may_lower_to,
+        |item, value, at| match mode_item(item.clone(), value, at)? {
+            Mode::Enforce => Err(PolicyFileError::NotALowering { item, at }),
+            mode => Ok(mode),
+        },
+    )
+}
+
 /// Parse a policy file (YAML, or JSON, which is YAML too).
 pub fn parse(text: &str) -> Result<Policy> {
     let document: PolicyDocument =
@@ -635,10 +750,15 @@ pub fn parse(text: &str) -> Result<Policy> {
         None => builtin_patterns(DEFAULT_EMPTY_IS_ABSENT),
     };
     let exemptions = exemptions(&text, document.exemptions)?;
+    let rollout = Rollout {
+        mode,
+        overrides: mode_overrides(&text, document.mode_overrides)?,
+        may_lower_to: may_lower_to(&text, document.namespace_label)?,
+    };
     Ok(
         Policy::new(kinds, updatable, not_compared, defaults, exemptions)
             .with_empty_is_absent(empty_is_absent)
-            .with_mode(mode),
+            .with_rollout(rollout),
     )
 }
 
@@ -885,5 +1005,95 @@ updatable:
             "{}",
             error_of(&escaped)
         );
+    }
+
+    #[test]
+    fn mode_overrides_and_may_lower_to_are_read_in_order() {
+        let text = format!(
+            "{MINIMAL}mode: warn\nmodeOverrides:\n  - mode: audit\n    namespaces: [team-sandbox, \"exp-*\"]\n  - namespaces:\n      - prod-?\n    mode: enforce\nnamespaceLabel:\n  mayLowerTo: [audit]\n"
+        );
+        let policy = parse(&text).unwrap();
+        let rollout = policy.rollout();
+        assert_eq!(rollout.mode, Mode::Warn);
+        assert_eq!(rollout.overrides.len(), 2);
+        assert_eq!(rollout.overrides[0].mode, Mode::Audit);
+        let names: Vec<String> = rollout.overrides[0]
+            .namespaces
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["team-sandbox", "exp-*"]);
+        assert_eq!(rollout.overrides[1].mode, Mode::Enforce);
+        assert_eq!(rollout.may_lower_to, [Mode::Audit]);
+        assert_eq!(rollout.namespace_mode(Some("exp-3")), Mode::Audit);
+        assert_eq!(rollout.namespace_mode(Some("prod-1")), Mode::Enforce);
+        assert_eq!(rollout.namespace_mode(Some("team-a")), Mode::Warn);
+        // Absent: no overrides, and the label may only raise.
+        let plain = parse(MINIMAL).unwrap();
+        assert!(plain.rollout().overrides.is_empty());
+        assert!(plain.rollout().may_lower_to.is_empty());
+        let json = r#"{"apiVersion": "pytorchjob-guard.kubeflow.org/v1alpha1", "kind": "Policy",
+            "kinds": [{"group": "kubeflow.org", "kind": "TFJob"}], "updatable": [],
+            "modeOverrides": [{"mode": "warn", "namespaces": ["a"]}], "namespaceLabel": {"mayLowerTo": ["warn", "audit"]}}"#;
+        let json = parse(json).unwrap();
+        assert_eq!(json.rollout().overrides[0].mode, Mode::Warn);
+        assert_eq!(json.rollout().may_lower_to, [Mode::Warn, Mode::Audit]);
+    }
+
+    /// Each mistake in the new keys is an error naming the item and its line.
+    #[test]
+    fn mode_override_and_label_errors_name_the_item_and_line() {
+        let overrides = |entries: &str| format!("{MINIMAL}modeOverrides:\n{entries}");
+        let cases: &[(String, &str)] = &[
+            (
+                overrides("  - mode: block\n    namespaces: [a]\n"),
+                "modeOverrides[0].mode at line 9 column 11: unknown mode \"block\": expected one of enforce, warn, audit",
+            ),
+            (
+                overrides(
+                    "  - mode: audit\n    namespaces: [a]\n  - mode: audit\n    namespaces: []\n",
+                ),
+                "modeOverrides[1].namespaces: the list must not be empty at line 12 column 5",
+            ),
+            (
+                overrides("  - mode: audit\n    namespaces:\n      - team-a\n      - Team-B\n"),
+                "modeOverrides[0].namespaces[1] at line 12 column 9: invalid namespace name or glob \"Team-B\": namespace names are lowercase",
+            ),
+            (
+                overrides("  - mode: audit\n    namespaces: [\"exp-[0-9]\"]\n"),
+                "modeOverrides[0].namespaces[0] at line 10 column 19: invalid namespace name or glob \"exp-[0-9]\": only `*` and `?` are wildcards",
+            ),
+            (
+                format!("{MINIMAL}namespaceLabel:\n  mayLowerTo: [warn, off]\n"),
+                "namespaceLabel.mayLowerTo[1] at line 9 column 22: unknown mode \"off\": expected one of enforce, warn, audit",
+            ),
+            (
+                format!("{MINIMAL}namespaceLabel:\n  mayLowerTo:\n    - enforce\n"),
+                "namespaceLabel.mayLowerTo[0]: enforce is the strictest mode, a label never lowers to it at line 10 column 7",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&error_of(text), expected, "for:\n{text}");
+        }
+        // Unknown keys, and a missing list, are the parser's errors, with their line.
+        for (text, expected) in [
+            (
+                overrides("  - mode: audit\n    namespace: [a]\n"),
+                "unknown field `namespace`",
+            ),
+            (
+                format!("{MINIMAL}namespaceLabel:\n  mayRaiseTo: [warn]\n"),
+                "unknown field `mayRaiseTo`",
+            ),
+            (
+                format!("{MINIMAL}modeOverride:\n  - mode: audit\n"),
+                "unknown field `modeOverride`",
+            ),
+        ] {
+            let error = error_of(&text);
+            assert!(error.contains(expected), "{error}");
+            assert!(error.contains("line "), "{error} names no line");
+        }
+        assert!(error_of(&overrides("  - mode: audit\n")).contains("missing field `namespaces`"));
     }
 }
