@@ -290,11 +290,19 @@ impl Objects {
 
     /// The policy file the rendered ConfigMap mounts.
     fn policy_text(&self) -> &str {
-        &self.config_map(POLICY_CONFIG_MAP).data.as_ref().expect("data")["policy.yaml"]
+        &self
+            .config_map(POLICY_CONFIG_MAP)
+            .data
+            .as_ref()
+            .expect("data")["policy.yaml"]
     }
 
     fn monitoring_object(&self, kind: &str) -> &Doc {
-        let found: Vec<&Doc> = self.monitoring.iter().filter(|d| d.kind() == kind).collect();
+        let found: Vec<&Doc> = self
+            .monitoring
+            .iter()
+            .filter(|d| d.kind() == kind)
+            .collect();
         let [doc] = found.as_slice() else {
             panic!("one {kind}: {found:?}");
         };
@@ -853,7 +861,11 @@ fn the_policy_config_map_is_the_default_policy_mounted_where_the_binary_reads_it
     );
     // kustomize's configMapGenerator made it a ConfigMap with a stable name (an edited policy
     // reaches running pods without a rollout) holding exactly that file.
-    assert_eq!(base().config_maps.len(), 1, "the base generates the policy only");
+    assert_eq!(
+        base().config_maps.len(),
+        1,
+        "the base generates the policy only"
+    );
     let rendered = base().config_map(POLICY_CONFIG_MAP);
     assert_eq!(
         rendered.metadata.namespace.as_deref(),
@@ -1411,11 +1423,7 @@ fn the_webhooks_judge_exactly_the_mounted_policys_kinds_and_fail_closed() {
         let kinds = file::parse(objects.policy_text()).unwrap().kinds().len();
         assert_eq!(
             kinds,
-            if overlay.contains("all-kinds") {
-                7
-            } else {
-                1
-            },
+            if overlay.contains("all-kinds") { 7 } else { 1 },
             "{overlay}"
         );
     }
@@ -1683,12 +1691,17 @@ fn the_cert_manager_overlay_changes_only_the_ca_injection() {
 /// The rule groups of the rendered PrometheusRule: `(alert or record name, rule)`.
 fn rules_of(objects: &Objects) -> Vec<(String, Value)> {
     let rule = objects.monitoring_object("PrometheusRule");
-    let groups = rule.value["spec"]["groups"].as_array().expect("spec.groups");
+    let groups = rule.value["spec"]["groups"]
+        .as_array()
+        .expect("spec.groups");
     groups
         .iter()
         .flat_map(|g| g["rules"].as_array().expect("rules").iter())
         .map(|r| {
-            let name = r["alert"].as_str().or(r["record"].as_str()).expect("alert or record");
+            let name = r["alert"]
+                .as_str()
+                .or(r["record"].as_str())
+                .expect("alert or record");
             (name.to_owned(), r.clone())
         })
         .collect()
@@ -1749,7 +1762,11 @@ fn the_monitoring_component_adds_its_three_objects_and_changes_nothing_else() {
 #[tokio::test]
 async fn the_pod_monitor_scrapes_the_metrics_port_of_the_guards_pods_as_the_rules_job() {
     let copy = user_copy();
-    let objects = render(&copy.path().join("manifests/overlays/monitoring-cert-manager"));
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-cert-manager"),
+    );
     let monitor = objects.monitoring_object("PodMonitor");
     assert_eq!(monitor.namespace(), objects.guard_namespace());
     let selector: LabelSelector =
@@ -1774,7 +1791,9 @@ async fn the_pod_monitor_scrapes_the_metrics_port_of_the_guards_pods_as_the_rule
         StatusCode::OK
     );
     // The job label: the pods' value of jobLabel, the job every rule and the dashboard select.
-    let job_label = monitor.value["spec"]["jobLabel"].as_str().expect("jobLabel");
+    let job_label = monitor.value["spec"]["jobLabel"]
+        .as_str()
+        .expect("jobLabel");
     let job = objects.pod_labels()[job_label].clone();
     let mut selected = BTreeSet::new();
     for (name, rule) in rules_of(&objects) {
@@ -1807,7 +1826,11 @@ fn every_alert_has_a_severity_a_summary_a_description_and_a_runbook_section() {
         .map(|l| github_anchor(l.trim_start_matches('#')))
         .collect();
     let copy = user_copy();
-    let objects = render(&copy.path().join("manifests/overlays/monitoring-self-managed"));
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-self-managed"),
+    );
     let mut alerts = BTreeSet::new();
     for (name, rule) in rules_of(&objects) {
         if rule.get("alert").is_none() {
@@ -1820,13 +1843,18 @@ fn every_alert_has_a_severity_a_summary_a_description_and_a_runbook_section() {
             "{name}: severity {severity:?}"
         );
         if severity == "info" {
-            assert!(rule.get("for").is_none(), "{name}: information is not delayed");
+            assert!(
+                rule.get("for").is_none(),
+                "{name}: information is not delayed"
+            );
         }
         for key in ["summary", "description"] {
             let text = rule["annotations"][key].as_str().unwrap_or_default();
             assert!(text.len() > 20, "{name}: {key} {text:?}");
         }
-        let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
         let anchor = url
             .strip_prefix(RUNBOOKS)
             .unwrap_or_else(|| panic!("{name}: runbook {url:?} is not in {RUNBOOKS}"));
@@ -1840,14 +1868,21 @@ fn every_alert_has_a_severity_a_summary_a_description_and_a_runbook_section() {
 
 /// `expr` ends with `> NUMBER`: the number.
 fn threshold(expr: &str) -> f64 {
-    let (_, number) = expr.trim().rsplit_once("> ").expect("ends with > threshold");
+    let (_, number) = expr
+        .trim()
+        .rsplit_once("> ")
+        .expect("ends with > threshold");
     number.trim().parse().expect("a number")
 }
 
 #[test]
 fn the_latency_alerts_are_fractions_of_the_webhook_timeout_and_measurable() {
     let copy = user_copy();
-    let objects = render(&copy.path().join("manifests/overlays/monitoring-all-kinds-cert-manager"));
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-all-kinds-cert-manager"),
+    );
     let timeouts: BTreeSet<i32> = objects
         .webhooks()
         .iter()
@@ -1881,7 +1916,14 @@ fn the_latency_alerts_are_fractions_of_the_webhook_timeout_and_measurable() {
     let largest = text
         .lines()
         .filter_map(|l| l.strip_prefix("pytorchjob_guard_http_request_duration_seconds_bucket{"))
-        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse::<f64>().ok())
+        .filter_map(|l| {
+            l.split("le=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
         .filter(|le| le.is_finite())
         .fold(0.0, f64::max);
     assert!(largest > timeout, "last finite bucket {largest} s");
@@ -1890,7 +1932,11 @@ fn the_latency_alerts_are_fractions_of_the_webhook_timeout_and_measurable() {
 #[test]
 fn the_dashboard_is_a_config_map_for_grafanas_sidecar() {
     let copy = user_copy();
-    let objects = render(&copy.path().join("manifests/overlays/monitoring-self-managed"));
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-self-managed"),
+    );
     let config_map = objects.config_map(DASHBOARD_CONFIG_MAP);
     assert_eq!(
         config_map.metadata.namespace.as_deref(),
@@ -1913,7 +1959,10 @@ fn the_dashboard_is_a_config_map_for_grafanas_sidecar() {
     let panels = dashboard["panels"].as_array().unwrap();
     let mut ids = BTreeSet::new();
     for panel in panels {
-        assert!(ids.insert(panel["id"].as_i64().unwrap()), "panel ids are unique");
+        assert!(
+            ids.insert(panel["id"].as_i64().unwrap()),
+            "panel ids are unique"
+        );
         if panel["type"] == "row" {
             continue;
         }
@@ -1922,7 +1971,10 @@ fn the_dashboard_is_a_config_map_for_grafanas_sidecar() {
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{title}");
         for target in targets {
-            assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}");
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{title}"
+            );
         }
     }
 }
