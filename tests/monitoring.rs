@@ -14,7 +14,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,25 +167,6 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
 
 // ---------------------------------------------------------------------------------------------
 // Real parts
-
-/// A child process killed when the test ends, pass or fail.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One plain HTTP/1.1 request; `None` when nothing answers (yet).
 async fn http(addr: SocketAddr, request: Request<Full<Bytes>>) -> Option<(StatusCode, String)> {
