@@ -245,10 +245,16 @@ pub fn field_group(path: &FieldPath) -> &'static str {
     }
 }
 
-/// Latency buckets from 50 µs doubling to ~1.6 s: small decisions take microseconds, a review
-/// of a job near etcd's size limit milliseconds, and the API server gives up at 10–30 s.
+/// The longest `timeoutSeconds` the API server accepts for a webhook: the latency buckets reach
+/// past it, so a p99 computed from them can approach any configured timeout (alerts compare it
+/// with the manifests' `timeoutSeconds`) instead of stopping at the last finite bucket.
+pub const MAX_WEBHOOK_TIMEOUT_SECONDS: f64 = 30.0;
+
+/// Latency buckets from 50 µs doubling to ~52 s: small decisions take microseconds, a review of
+/// a job near etcd's size limit milliseconds, and the API server gives up after the webhook's
+/// `timeoutSeconds` (at most [`MAX_WEBHOOK_TIMEOUT_SECONDS`]).
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.000_05, 2.0, 16)
+    exponential_buckets(0.000_05, 2.0, 21)
 }
 
 /// Register `metric` under `name` and keep a handle to it.
@@ -571,6 +577,25 @@ mod tests {
         );
         dropped.store(5, Ordering::SeqCst);
         assert_eq!(line(&metrics.encode()), Some(5));
+    }
+
+    #[test]
+    fn latency_buckets_reach_past_the_longest_webhook_timeout() {
+        let finite: Vec<f64> = latency_buckets().collect();
+        assert!(
+            finite[0] <= 0.000_1,
+            "small reviews stay visible: {finite:?}"
+        );
+        let last = finite[finite.len() - 1];
+        let before = finite[finite.len() - 2];
+        assert!(last > MAX_WEBHOOK_TIMEOUT_SECONDS, "{last}");
+        assert!(
+            before < MAX_WEBHOOK_TIMEOUT_SECONDS,
+            "no bucket wasted past it: {before}"
+        );
+        let text = Metrics::new().encode();
+        let le = |b: f64| format!("pytorchjob_guard_review_duration_seconds_bucket{{le=\"{b}\"}}");
+        assert!(text.contains(&le(last)), "exported: {text}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The deployment manifests (`manifests/`), the `Dockerfile` and the binary, checked against each
 //! other.
 //!
-//! Every test reads what `kubectl kustomize` renders (the base, both certificate overlays, and
-//! both with the training-operator component), never the files one by one: kustomize resolves
+//! Every test reads what `kubectl kustomize` renders (the base, both certificate overlays, each
+//! with the training-operator component, the monitoring component, and both), never the files
+//! one by one: kustomize resolves
 //! the layout, and a reference that does not resolve fails the rendering. Every rendered
 //! document parses into its real Kubernetes type (k8s-openapi) *and serializes back to the same
 //! document*: k8s-openapi ignores unknown fields, so a misspelled field (`readinesProbe`) would
@@ -74,6 +75,14 @@ const CA_BUNDLE_PATCH: &str = "ca-bundle.yaml";
 const SELF_MANAGED_CERTS: &str = "overlays/self-managed/certs";
 /// The component that widens the guard to every training-operator kind.
 const ALL_KINDS_COMPONENT: &str = "components/training-operator";
+/// The component that adds the PodMonitor, the PrometheusRule and the Grafana dashboard.
+const MONITORING_COMPONENT: &str = "components/monitoring";
+/// The ConfigMap holding the Grafana dashboard, and the label Grafana's sidecar looks for.
+const DASHBOARD_CONFIG_MAP: &str = "pytorchjob-guard-dashboard";
+const GRAFANA_DASHBOARD_LABEL: (&str, &str) = ("grafana_dashboard", "1");
+/// Where every alert's runbook lives: a section of manifests/README.md.
+const RUNBOOKS: &str =
+    "https://github.com/pytorchjob-guard/pytorchjob-guard/blob/main/manifests/README.md#";
 
 // ---------------------------------------------------------------------------------------------
 // Reading the files
@@ -152,6 +161,8 @@ struct Objects {
     config_maps: Vec<ConfigMap>,
     /// cert-manager.io objects, untyped.
     cert_manager: Vec<Doc>,
+    /// monitoring.coreos.com objects (the monitoring component), untyped.
+    monitoring: Vec<Doc>,
 }
 
 fn exactly_one<T: DeserializeOwned + Serialize>(docs: &[Doc], api_version: &str, kind: &str) -> T {
@@ -174,6 +185,7 @@ impl Objects {
         let mut secrets = Vec::new();
         let mut config_maps = Vec::new();
         let mut cert_manager = Vec::new();
+        let mut monitoring = Vec::new();
         for doc in &docs {
             assert!(ids.insert(doc.id()), "{}: {} twice", doc.origin, doc.id());
             match (doc.api_version(), doc.kind()) {
@@ -187,6 +199,11 @@ impl Objects {
                     assert!(!doc.name().is_empty(), "{}: no metadata.name", doc.origin);
                     assert!(doc.value.get("spec").is_some(), "{}: no spec", doc.origin);
                     cert_manager.push(doc.clone());
+                }
+                ("monitoring.coreos.com/v1", "PodMonitor" | "PrometheusRule") => {
+                    assert!(!doc.name().is_empty(), "{}: no metadata.name", doc.origin);
+                    assert!(doc.value.get("spec").is_some(), "{}: no spec", doc.origin);
+                    monitoring.push(doc.clone());
                 }
                 (api_version, kind) => panic!(
                     "{}: {api_version} {kind} is not a kind these tests know; add its checks",
@@ -208,6 +225,7 @@ impl Objects {
             secrets,
             config_maps,
             cert_manager,
+            monitoring,
             docs,
         }
     }
@@ -257,12 +275,38 @@ impl Objects {
         &self.webhooks()[0]
     }
 
-    /// The policy file the rendered ConfigMap mounts, parsed.
-    fn policy_text(&self) -> &str {
-        let [config_map] = self.config_maps.as_slice() else {
-            panic!("one ConfigMap: {:?}", self.config_maps);
+    /// The rendered ConfigMap named `name`.
+    fn config_map(&self, name: &str) -> &ConfigMap {
+        let found: Vec<&ConfigMap> = self
+            .config_maps
+            .iter()
+            .filter(|c| c.metadata.name.as_deref() == Some(name))
+            .collect();
+        let [config_map] = found.as_slice() else {
+            panic!("one ConfigMap {name}: {:?}", self.config_maps);
         };
-        &config_map.data.as_ref().expect("data")["policy.yaml"]
+        config_map
+    }
+
+    /// The policy file the rendered ConfigMap mounts.
+    fn policy_text(&self) -> &str {
+        &self
+            .config_map(POLICY_CONFIG_MAP)
+            .data
+            .as_ref()
+            .expect("data")["policy.yaml"]
+    }
+
+    fn monitoring_object(&self, kind: &str) -> &Doc {
+        let found: Vec<&Doc> = self
+            .monitoring
+            .iter()
+            .filter(|d| d.kind() == kind)
+            .collect();
+        let [doc] = found.as_slice() else {
+            panic!("one {kind}: {found:?}");
+        };
+        doc
     }
 
     fn cert_manager_object(&self, kind: &str, name: &str) -> &Doc {
@@ -335,8 +379,9 @@ fn base() -> &'static Objects {
 }
 
 /// A copy of manifests/ with `pytorchjob-guard certs` run into the self-managed overlay, as a
-/// user would, and an overlay per certificate overlay that adds the training-operator
-/// component (`overlays/all-kinds-<overlay>`).
+/// user would, and per certificate overlay one overlay that adds the training-operator
+/// component (`overlays/all-kinds-<overlay>`), one that adds the monitoring component
+/// (`overlays/monitoring-<overlay>`) and one that adds both (`overlays/monitoring-all-kinds-<overlay>`).
 fn user_copy() -> tempfile::TempDir {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
@@ -369,16 +414,29 @@ fn user_copy() -> tempfile::TempDir {
     .unwrap();
     assert_eq!(cli::run(cli), ExitCode::from(cli::EXIT_OK));
     for overlay in ["cert-manager", "self-managed"] {
-        let dir = copied.join(format!("overlays/all-kinds-{overlay}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("kustomization.yaml"),
-            format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-                 resources:\n  - ../{overlay}\ncomponents:\n  - ../../{ALL_KINDS_COMPONENT}\n"
+        for (name, components) in [
+            (format!("all-kinds-{overlay}"), vec![ALL_KINDS_COMPONENT]),
+            (format!("monitoring-{overlay}"), vec![MONITORING_COMPONENT]),
+            (
+                format!("monitoring-all-kinds-{overlay}"),
+                vec![ALL_KINDS_COMPONENT, MONITORING_COMPONENT],
             ),
-        )
-        .unwrap();
+        ] {
+            let dir = copied.join("overlays").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let components: String = components
+                .iter()
+                .map(|c| format!("  - ../../{c}\n"))
+                .collect();
+            std::fs::write(
+                dir.join("kustomization.yaml"),
+                format!(
+                    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                     resources:\n  - ../{overlay}\ncomponents:\n{components}"
+                ),
+            )
+            .unwrap();
+        }
     }
     temp
 }
@@ -390,6 +448,10 @@ fn renderings(copy: &Path) -> Vec<(&'static str, Objects)> {
         "self-managed",
         "all-kinds-cert-manager",
         "all-kinds-self-managed",
+        "monitoring-cert-manager",
+        "monitoring-self-managed",
+        "monitoring-all-kinds-cert-manager",
+        "monitoring-all-kinds-self-managed",
     ]
     .into_iter()
     .map(|overlay| {
@@ -799,8 +861,12 @@ fn the_policy_config_map_is_the_default_policy_mounted_where_the_binary_reads_it
     );
     // kustomize's configMapGenerator made it a ConfigMap with a stable name (an edited policy
     // reaches running pods without a rollout) holding exactly that file.
-    let rendered = &base().config_maps[0];
-    assert_eq!(rendered.metadata.name.as_deref(), Some(POLICY_CONFIG_MAP));
+    assert_eq!(
+        base().config_maps.len(),
+        1,
+        "the base generates the policy only"
+    );
+    let rendered = base().config_map(POLICY_CONFIG_MAP);
     assert_eq!(
         rendered.metadata.namespace.as_deref(),
         Some(certs::DEFAULT_NAMESPACE)
@@ -1261,7 +1327,18 @@ fn every_overlay_renders_into_the_kubernetes_types() {
         };
         assert_eq!(objects.cert_manager.len(), cert_manager, "{overlay}");
         assert_eq!(objects.secrets.len(), secrets, "{overlay}");
-        assert_eq!(objects.docs.len(), 7 + cert_manager + secrets, "{overlay}");
+        // PodMonitor, PrometheusRule, the dashboard's ConfigMap.
+        let monitoring = if overlay.starts_with("monitoring") {
+            3
+        } else {
+            0
+        };
+        assert_eq!(objects.monitoring.len(), monitoring.min(2), "{overlay}");
+        assert_eq!(
+            objects.docs.len(),
+            7 + cert_manager + secrets + monitoring,
+            "{overlay}"
+        );
     }
 }
 
@@ -1346,11 +1423,7 @@ fn the_webhooks_judge_exactly_the_mounted_policys_kinds_and_fail_closed() {
         let kinds = file::parse(objects.policy_text()).unwrap().kinds().len();
         assert_eq!(
             kinds,
-            if overlay.starts_with("all-kinds") {
-                7
-            } else {
-                1
-            },
+            if overlay.contains("all-kinds") { 7 } else { 1 },
             "{overlay}"
         );
     }
@@ -1367,12 +1440,8 @@ fn the_component_mounts_the_training_operator_preset() {
     );
     let temp = user_copy();
     for (overlay, objects) in renderings(temp.path()) {
-        if overlay.starts_with("all-kinds") {
+        if overlay.contains("all-kinds") {
             assert_eq!(objects.policy_text(), preset, "{overlay}");
-            assert_eq!(
-                objects.config_maps[0].metadata.name.as_deref(),
-                Some(POLICY_CONFIG_MAP)
-            );
         }
     }
 }
@@ -1613,4 +1682,299 @@ fn the_cert_manager_overlay_changes_only_the_ca_injection() {
         ["cert-manager.io/inject-ca-from"]
     );
     assert_eq!(webhook, base().webhook_configuration);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The monitoring component (its rules and queries run against a real Prometheus in
+// tests/monitoring.rs)
+
+/// The rule groups of the rendered PrometheusRule: `(alert or record name, rule)`.
+fn rules_of(objects: &Objects) -> Vec<(String, Value)> {
+    let rule = objects.monitoring_object("PrometheusRule");
+    let groups = rule.value["spec"]["groups"]
+        .as_array()
+        .expect("spec.groups");
+    groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").iter())
+        .map(|r| {
+            let name = r["alert"]
+                .as_str()
+                .or(r["record"].as_str())
+                .expect("alert or record");
+            (name.to_owned(), r.clone())
+        })
+        .collect()
+}
+
+/// GitHub's anchor for a markdown heading: lower case, spaces to `-`, punctuation dropped.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_monitoring_component_adds_its_three_objects_and_changes_nothing_else() {
+    let copy = user_copy();
+    let overlays = copy.path().join("manifests/overlays");
+    for overlay in [
+        "cert-manager",
+        "self-managed",
+        "all-kinds-cert-manager",
+        "all-kinds-self-managed",
+    ] {
+        let without = render(&overlays.join(overlay));
+        let with = render(&overlays.join(format!("monitoring-{overlay}")));
+        let values = |objects: &Objects| -> BTreeMap<String, Value> {
+            objects
+                .docs
+                .iter()
+                .map(|d| (d.id(), d.value.clone()))
+                .collect()
+        };
+        let (without, mut with) = (values(&without), values(&with));
+        for (id, value) in &without {
+            assert_eq!(with.remove(id).as_ref(), Some(value), "{overlay}: {id}");
+        }
+        let namespace = certs::DEFAULT_NAMESPACE;
+        assert_eq!(
+            with.keys().collect::<Vec<_>>(),
+            [
+                format!("ConfigMap {namespace}/{DASHBOARD_CONFIG_MAP}"),
+                format!("PodMonitor {namespace}/pytorchjob-guard"),
+                format!("PrometheusRule {namespace}/pytorchjob-guard"),
+            ]
+            .iter()
+            .collect::<Vec<_>>(),
+            "{overlay}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_pod_monitor_scrapes_the_metrics_port_of_the_guards_pods_as_the_rules_job() {
+    let copy = user_copy();
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-cert-manager"),
+    );
+    let monitor = objects.monitoring_object("PodMonitor");
+    assert_eq!(monitor.namespace(), objects.guard_namespace());
+    let selector: LabelSelector =
+        serde_json::from_value(monitor.value["spec"]["selector"].clone()).unwrap();
+    assert!(selects(&selector, &objects.pod_labels()), "{selector:?}");
+    let [endpoint] = monitor.value["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .expect("podMetricsEndpoints")
+        .as_slice()
+    else {
+        panic!("one endpoint: the metrics port");
+    };
+    let port = endpoint["port"].as_str().expect("a named port");
+    assert_eq!(
+        i32::from(container_serve_args(&objects).metrics_listen.port()),
+        container_port(objects.container(), &IntOrString::String(port.to_owned())),
+        "the port the binary serves metrics on"
+    );
+    let path = endpoint["path"].as_str().unwrap_or("/metrics");
+    assert_eq!(
+        status_of(server::metrics_router(state()), "GET", path, "").await,
+        StatusCode::OK
+    );
+    // The job label: the pods' value of jobLabel, the job every rule and the dashboard select.
+    let job_label = monitor.value["spec"]["jobLabel"]
+        .as_str()
+        .expect("jobLabel");
+    let job = objects.pod_labels()[job_label].clone();
+    let mut selected = BTreeSet::new();
+    for (name, rule) in rules_of(&objects) {
+        let expr = rule["expr"].as_str().unwrap();
+        for (at, _) in expr.match_indices("job=\"") {
+            let rest = &expr[at + 5..];
+            selected.insert((name.clone(), rest[..rest.find('"').unwrap()].to_owned()));
+        }
+    }
+    assert!(!selected.is_empty());
+    for (name, selected_job) in &selected {
+        assert_eq!(selected_job, &job, "{name}");
+    }
+}
+
+#[test]
+fn every_alert_has_a_severity_a_summary_a_description_and_a_runbook_section() {
+    let readme = std::fs::read_to_string(manifests().join("README.md")).unwrap();
+    // Headings, outside fenced code (where `#` starts a shell comment).
+    let mut fenced = false;
+    let anchors: BTreeSet<String> = readme
+        .lines()
+        .filter(|l| {
+            if l.trim_start().starts_with("```") {
+                fenced = !fenced;
+            }
+            !fenced
+        })
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| github_anchor(l.trim_start_matches('#')))
+        .collect();
+    let copy = user_copy();
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-self-managed"),
+    );
+    let mut alerts = BTreeSet::new();
+    for (name, rule) in rules_of(&objects) {
+        if rule.get("alert").is_none() {
+            continue;
+        }
+        assert!(alerts.insert(name.clone()), "{name} twice");
+        let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+        assert!(
+            ["critical", "warning", "info"].contains(&severity),
+            "{name}: severity {severity:?}"
+        );
+        if severity == "info" {
+            assert!(
+                rule.get("for").is_none(),
+                "{name}: information is not delayed"
+            );
+        }
+        for key in ["summary", "description"] {
+            let text = rule["annotations"][key].as_str().unwrap_or_default();
+            assert!(text.len() > 20, "{name}: {key} {text:?}");
+        }
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        let anchor = url
+            .strip_prefix(RUNBOOKS)
+            .unwrap_or_else(|| panic!("{name}: runbook {url:?} is not in {RUNBOOKS}"));
+        assert!(
+            anchors.contains(anchor),
+            "{name}: manifests/README.md has no section #{anchor}"
+        );
+    }
+    assert!(alerts.len() >= 10, "{alerts:?}");
+}
+
+/// `expr` ends with `> NUMBER`: the number.
+fn threshold(expr: &str) -> f64 {
+    let (_, number) = expr
+        .trim()
+        .rsplit_once("> ")
+        .expect("ends with > threshold");
+    number.trim().parse().expect("a number")
+}
+
+#[test]
+fn the_latency_alerts_are_fractions_of_the_webhook_timeout_and_measurable() {
+    let copy = user_copy();
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-all-kinds-cert-manager"),
+    );
+    let timeouts: BTreeSet<i32> = objects
+        .webhooks()
+        .iter()
+        .map(|w| w.timeout_seconds.expect("timeoutSeconds"))
+        .collect();
+    let [timeout] = timeouts.iter().copied().collect::<Vec<_>>()[..] else {
+        panic!("one timeout for every entry: {timeouts:?}");
+    };
+    let timeout = f64::from(timeout);
+    let rules: BTreeMap<String, Value> = rules_of(&objects).into_iter().collect();
+    for (alert, fraction) in [
+        ("PytorchjobGuardSlowReviews", 0.5),
+        ("PytorchjobGuardReviewsNearTimeout", 0.8),
+    ] {
+        let rule = &rules[alert];
+        assert_eq!(
+            threshold(rule["expr"].as_str().unwrap()),
+            fraction * timeout,
+            "{alert}"
+        );
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("timeoutSeconds ({timeout} s)")),
+            "{alert}: {description}"
+        );
+    }
+    // A p99 can only be measured up to the last finite bucket of the histogram.
+    let metrics = Metrics::new();
+    metrics.observe_http("/validate", 200, 0.001);
+    let text = metrics.encode();
+    let largest = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pytorchjob_guard_http_request_duration_seconds_bucket{"))
+        .filter_map(|l| {
+            l.split("le=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|le| le.is_finite())
+        .fold(0.0, f64::max);
+    assert!(largest > timeout, "last finite bucket {largest} s");
+}
+
+#[test]
+fn the_dashboard_is_a_config_map_for_grafanas_sidecar() {
+    let copy = user_copy();
+    let objects = render(
+        &copy
+            .path()
+            .join("manifests/overlays/monitoring-self-managed"),
+    );
+    let config_map = objects.config_map(DASHBOARD_CONFIG_MAP);
+    assert_eq!(
+        config_map.metadata.namespace.as_deref(),
+        Some(objects.guard_namespace())
+    );
+    let labels = config_map.metadata.labels.clone().unwrap_or_default();
+    let (key, value) = GRAFANA_DASHBOARD_LABEL;
+    assert_eq!(labels.get(key).map(String::as_str), Some(value));
+    let data = config_map.data.clone().unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["dashboard.json"]);
+    let dashboard: Value = serde_json::from_str(&data["dashboard.json"]).unwrap();
+    assert!(dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(variables.contains(&"datasource"), "{variables:?}");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_i64().unwrap()),
+            "panel ids are unique"
+        );
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}");
+        for target in targets {
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{title}"
+            );
+        }
+    }
 }

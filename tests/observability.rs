@@ -504,15 +504,6 @@ async fn readiness_flips_at_shutdown_while_a_slow_review_still_completes() {
         .unwrap();
 }
 
-/// A free loopback port (bound, then released for the binary to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary with the shipped log flags, its stderr a pipe nobody reads (a log pipeline
 /// that stalled): the pipe fills, the log writer blocks, its queue fills — and every review is
 /// still answered, while the lines that could not be queued are counted, not silently lost.
@@ -593,14 +584,4 @@ async fn a_stalled_log_reader_never_holds_up_a_review_and_drops_are_counted() {
         &[("verdict", "allowed")],
     );
     assert_eq!(answered, sent as f64);
-}
-
-/// A child process that is killed when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
