@@ -140,8 +140,9 @@ pub struct ServeArgs {
     pub shutdown_delay: Duration,
     /// Bytes of request bodies held at once, over every connection and HTTP/2 stream; a
     /// request that does not fit gets 503 with `Retry-After`. Size it with the memory limit
-    /// (see `server::PEAK_MEMORY_PER_BODY_BYTE`); at least `server::MAX_BODY_BYTES`. A number
-    /// of bytes, or with `Ki`, `Mi` or `Gi` as in Kubernetes quantities (`24Mi`).
+    /// (see `server::PEAK_MEMORY_PER_BODY_BYTE`); at least 8 MiB, so the largest body
+    /// (`server::MAX_BODY_BYTES`) fits. A number of bytes, or with `Ki`, `Mi` or `Gi` as in
+    /// Kubernetes quantities (`8Mi`).
     #[arg(long, env = "PYTORCHJOB_GUARD_MAX_IN_FLIGHT_BYTES", default_value_t = server::MAX_IN_FLIGHT_BYTES, value_parser = parse_in_flight_bytes)]
     pub max_in_flight_bytes: usize,
     /// Log format.
@@ -256,8 +257,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
-/// A byte count for `--max-in-flight-bytes`: `25165824`, `24Mi`, `512Ki`, `1Gi`; at least
-/// [`server::MAX_BODY_BYTES`], so the largest body accepted can always fit.
+/// A byte count for `--max-in-flight-bytes`: `8388608`, `8Mi`, `16384Ki`, `1Gi`; large enough
+/// that the largest body accepted ([`server::MAX_BODY_BYTES`]) fits in the share large bodies
+/// may use (all but 1/[`server::SMALL_SHARE`]).
 fn parse_in_flight_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let (number, unit) = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
@@ -269,10 +271,11 @@ fn parse_in_flight_bytes(text: &str) -> Result<usize, String> {
         .ok()
         .and_then(|n| n.checked_mul(unit))
         .ok_or_else(|| format!("invalid byte count {text:?}: expected e.g. 24Mi or 25165824"))?;
-    if bytes < server::MAX_BODY_BYTES {
+    if bytes - bytes / server::SMALL_SHARE < server::MAX_BODY_BYTES {
         return Err(format!(
-            "{text} is less than the largest request body ({} bytes): such a body could never fit",
-            server::MAX_BODY_BYTES
+            "{text} is too small: the largest request body ({} bytes) must fit in all but 1/{} of it, which small bodies keep",
+            server::MAX_BODY_BYTES,
+            server::SMALL_SHARE
         ));
     }
     Ok(bytes)
@@ -629,15 +632,15 @@ mod tests {
         assert_eq!(parse_in_flight_bytes("24Mi"), Ok(24 << 20));
         assert_eq!(parse_in_flight_bytes("1Gi"), Ok(1 << 30));
         assert_eq!(parse_in_flight_bytes("16384Ki"), Ok(16 << 20));
-        assert_eq!(
-            parse_in_flight_bytes(&server::MAX_BODY_BYTES.to_string()),
-            Ok(server::MAX_BODY_BYTES)
-        );
+        assert_eq!(parse_in_flight_bytes("8388608"), Ok(8 << 20));
+        // 7 MiB is the largest body, but 1/8 of the budget is kept for small ones.
+        let seven = server::MAX_BODY_BYTES.to_string();
         assert!(
-            parse_in_flight_bytes("1Mi")
+            parse_in_flight_bytes(&seven)
                 .unwrap_err()
                 .contains("largest request body")
         );
+        assert!(parse_in_flight_bytes("1Mi").is_err());
         for bad in [
             "24MB",
             "24 Mi",

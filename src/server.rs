@@ -1,8 +1,9 @@
 //! The HTTPS server: axum routes over rustls, HTTP/1.1 and HTTP/2 on one listener.
 //!
 //! Routes: `POST /validate` (the API server appends `?timeout=10s`; the query is ignored),
-//! `GET /healthz`, `GET /readyz`. Handlers are short: read a bounded body, hand it to
-//! [`admission::review`], log the decision, answer. Every client mistake is one [`ServeError`]
+//! `GET /healthz`, `GET /readyz`. Handlers are short: reserve the body's bytes in the in-flight
+//! budget (the `budget` module), read a bounded body, hand it to [`admission::review`], log the
+//! decision, answer, give the bytes back. Every client mistake is one [`ServeError`]
 //! variant with its 4xx status and a message; a panic in a handler is a 500 for that request only.
 //!
 //! [`serve`] (in `listener`) takes a bound listener and a shutdown future from its caller
@@ -62,8 +63,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Open connections at once. When all are taken, a new client makes the oldest idle connection
 /// (no request in flight, including handshakes in progress) close, so idle connections cannot
 /// lock new clients out; otherwise it waits in the listen backlog. The API server keeps a few
-/// keep-alive connections per replica, so this is far above normal use.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// keep-alive connections per replica, so this is far above normal use. Each connection that
+/// has served a request holds about 30 KiB (TLS and HTTP buffers, measured over HTTP/1.1), so
+/// 256 of them fit in [`BASELINE_MEMORY_BYTES`]; 1024 would take 30 MiB of the Deployment's
+/// memory limit outside the in-flight budget.
+pub const MAX_CONNECTIONS: usize = 256;
 /// Concurrent HTTP/2 streams per connection.
 pub const MAX_H2_STREAMS: u32 = 128;
 /// Bytes of request bodies held at once by the requests being read or judged, over every
@@ -75,19 +79,21 @@ pub const MAX_H2_STREAMS: u32 = 128;
 /// [`BASELINE_MEMORY_BYTES`] + 8 MiB × [`PEAK_MEMORY_PER_BODY_BYTE`] = 128 MiB. It takes one
 /// body of [`MAX_BODY_BYTES`] at a time beside the small reviews.
 pub const MAX_IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
-/// Peak resident memory per byte of request body in flight, measured on the release binary
-/// (one 6 MiB body at a time, `VmHWM` before and after; BENCHMARKS.md): about 2 for a review
-/// padded with one long string or a long `env` list (the body once, the index, the decoded
-/// envelope), 7 for a review whose objects are dense arrays of numbers, and 11 for 6 MiB of
-/// `[0,0,…]` (the index takes 12 bytes per JSON value, in a vector that grows by doubling). The
-/// budget charges the body's bytes and this factor covers judging them, so the worst shape
-/// sets it. A memory limit must be at least [`BASELINE_MEMORY_BYTES`] plus this many times the
+/// Peak resident memory per byte of request body in flight, measured on the release and debug
+/// binaries (one 6 MiB body to a fresh process, its `VmHWM` before and after): 1.2 for a review
+/// padded with one long string, 1.6 for one with a long `env` list in both objects (the body
+/// once, the index, the decoded envelope), 6.2 for one whose objects hold the same dense array
+/// of numbers, and 10.2 for 6 MiB of `[0,0,…]` (the index takes 12 bytes per JSON value, in a
+/// vector that grows by doubling). No separate charge for judging: the budget counts the body's
+/// bytes and this factor covers what judging them allocates, so the worst shape sets it, with
+/// a margin. A memory limit must be at least [`BASELINE_MEMORY_BYTES`] plus this many times the
 /// budget (`tests/manifests.rs` holds the Deployment to it).
 pub const PEAK_MEMORY_PER_BODY_BYTE: usize = 12;
-/// Resident memory of the server beyond its requests' bodies: about 9 MiB idle (measured), the
-/// log queue at its byte bound with the batch being written (`telemetry::LOG_QUEUE_BYTES`,
-/// twice), and the buffers of open connections (TLS records, HTTP/2 windows), with room to
-/// spare.
+/// Resident memory of the server beyond its requests' bodies, for the release binary: 9 MiB
+/// idle (measured; 21 MiB for a debug build), 8 MiB for [`MAX_CONNECTIONS`] connections that
+/// each served a request (measured: 1000 took 30 MiB), 8 MiB for the log queue at its byte
+/// bound beside the batch being written (`telemetry::LOG_QUEUE_BYTES` twice, in vectors that
+/// grow by doubling), and 7 MiB to spare.
 pub const BASELINE_MEMORY_BYTES: usize = 32 * 1024 * 1024;
 /// How long in-flight requests get to finish after shutdown starts (and how long an idle or
 /// evicted connection gets to close gracefully before it is dropped).

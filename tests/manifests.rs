@@ -901,7 +901,10 @@ fn the_in_flight_byte_budget_fits_the_memory_limit() {
         server::BASELINE_MEMORY_BYTES,
         server::PEAK_MEMORY_PER_BODY_BYTE
     );
-    assert!(budget >= server::MAX_BODY_BYTES, "the largest body fits");
+    assert!(
+        budget - budget / server::SMALL_SHARE >= server::MAX_BODY_BYTES,
+        "the largest body fits beside the small bodies' share"
+    );
     // Without the flag the image's default fits the same limit.
     assert!(fits(default_serve_args().max_in_flight_bytes));
 }
