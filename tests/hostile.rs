@@ -401,6 +401,24 @@ async fn feed(mut tx: http_body_util::channel::Sender<Bytes>, total: usize) -> u
     sent
 }
 
+/// An HTTP/2 connection for bodies the test streams.
+async fn h2_streaming(
+    server: &TestServer,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::channel::Channel<Bytes>> {
+    let stream = server
+        .tls_connect(server.client_config(&[b"h2"]))
+        .await
+        .unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 fn assert_too_large(name: &str, answer: &Answer) {
     assert_eq!(
         answer.status,
@@ -499,17 +517,7 @@ async fn a_20_mib_streamed_body_without_length_gets_413_at_the_limit() {
     still_serving(&server, "HTTP/1.1 chunked").await;
 
     // HTTP/2: DATA frames without content-length.
-    let stream = server
-        .tls_connect(server.client_config(&[b"h2"]))
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_streaming(&server).await;
     let (tx, request) = streamed_post(None);
     let feeder = tokio::spawn(feed(tx, 20 * MIB));
     let started = Instant::now();
@@ -670,17 +678,7 @@ async fn a_body_that_does_not_fit_the_in_flight_budget_gets_a_fast_503_and_small
 #[tokio::test]
 async fn an_http2_body_without_length_is_refused_once_it_outgrows_the_budget() {
     let server = TestServer::start_with(small_budget()).await;
-    let stream = server
-        .tls_connect(server.client_config(&[b"h2"]))
-        .await
-        .unwrap();
-    let (mut h2, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut h2 = h2_streaming(&server).await;
     let (tx, request) = streamed_post(None);
     // 5 MiB would be accepted by the body limit (7 MiB) but not by the 2 MiB budget.
     let feeder = tokio::spawn(feed(tx, 5 * MIB));

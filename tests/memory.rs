@@ -423,56 +423,71 @@ enum Concurrent {
 /// `rejected_requests_total` for requests that did not fit the in-flight byte budget.
 const REFUSED_SERIES: &str = "pytorchjob_guard_rejected_requests_total{reason=\"in_flight_bytes\"}";
 
-#[tokio::test]
-async fn forty_eight_concurrent_six_mib_reviews() {
-    const CONCURRENT: usize = 48;
-    let guard = Arc::new(Guard::start().await);
-    let body = Bytes::from(large_allowed_review("large", 6 * MIB));
-    assert!(body.len() <= pytorchjob_guard::server::MAX_BODY_BYTES);
+/// Run `client` on `connections` new connections at once, each given `body`: their results,
+/// within the attack bound.
+async fn on_connections<T, F>(
+    guard: &Guard,
+    connections: usize,
+    body: &Bytes,
+    client: fn(SendRequest<Full<Bytes>>, Bytes) -> F,
+) -> Vec<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let mut senders = Vec::new();
-    for _ in 0..CONCURRENT {
+    for _ in 0..connections {
         senders.push(guard.http1().await);
     }
     let tasks: Vec<_> = senders
         .into_iter()
-        .map(|mut sender| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                match send(&mut sender, body).await {
-                    Ok((StatusCode::OK, answer)) => {
-                        let review: Value = serde_json::from_slice(&answer).unwrap();
-                        assert_eq!(review["response"]["allowed"], true, "{review}");
-                        Concurrent::Allowed
-                    }
-                    Ok((StatusCode::SERVICE_UNAVAILABLE, answer)) => {
-                        let text = String::from_utf8(answer.to_vec()).unwrap();
-                        assert_eq!(text.lines().count(), 1, "one line: {text:?}");
-                        assert!(text.contains("in flight"), "{text}");
-                        Concurrent::Refused
-                    }
-                    Ok((status, answer)) => panic!("{status}: {answer:?}"),
-                    Err(error) => {
-                        assert!(
-                            error.is_incomplete_message()
-                                || error.is_closed()
-                                || error.is_canceled()
-                                || std::error::Error::source(&error).is_some(),
-                            "{error:?}"
-                        );
-                        Concurrent::Closed
-                    }
-                }
-            })
-        })
+        .map(|sender| tokio::spawn(client(sender, body.clone())))
         .collect();
-    let outcomes = bounded(async {
-        let mut outcomes = Vec::new();
+    bounded(async {
+        let mut results = Vec::new();
         for task in tasks {
-            outcomes.push(task.await.unwrap());
+            results.push(task.await.unwrap());
         }
-        outcomes
+        results
     })
-    .await;
+    .await
+}
+
+/// One large review, sent while others are: allowed, or refused for the budget.
+async fn large_review(mut sender: SendRequest<Full<Bytes>>, body: Bytes) -> Concurrent {
+    match send(&mut sender, body).await {
+        Ok((StatusCode::OK, answer)) => {
+            let review: Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(review["response"]["allowed"], true, "{review}");
+            Concurrent::Allowed
+        }
+        Ok((StatusCode::SERVICE_UNAVAILABLE, answer)) => {
+            let text = String::from_utf8(answer.to_vec()).unwrap();
+            assert_eq!(text.lines().count(), 1, "one line: {text:?}");
+            assert!(text.contains("in flight"), "{text}");
+            Concurrent::Refused
+        }
+        Ok((status, answer)) => panic!("{status}: {answer:?}"),
+        Err(error) => {
+            assert!(
+                error.is_incomplete_message()
+                    || error.is_closed()
+                    || error.is_canceled()
+                    || std::error::Error::source(&error).is_some(),
+                "{error:?}"
+            );
+            Concurrent::Closed
+        }
+    }
+}
+
+#[tokio::test]
+async fn forty_eight_concurrent_six_mib_reviews() {
+    const CONCURRENT: usize = 48;
+    let guard = Guard::start().await;
+    let body = Bytes::from(large_allowed_review("large", 6 * MIB));
+    assert!(body.len() <= pytorchjob_guard::server::MAX_BODY_BYTES);
+    let outcomes = on_connections(&guard, CONCURRENT, &body, large_review).await;
     let count = |outcome| outcomes.iter().filter(|o| **o == outcome).count();
     let (allowed, closed) = (count(Concurrent::Allowed), count(Concurrent::Closed));
     let refused = outcomes.len() - allowed;
@@ -504,48 +519,36 @@ fn deny_heavy_review(uid: &str, paths: usize) -> Vec<u8> {
     serde_json::to_vec(&review).unwrap()
 }
 
+const DENY_HEAVY_REVIEWS: usize = 12_000;
+const DENY_HEAVY_CONNECTIONS: usize = 8;
+
+/// This connection's share of the deny-heavy reviews, each denied.
+async fn deny_heavy_reviews(mut sender: SendRequest<Full<Bytes>>, body: Bytes) {
+    for _ in 0..DENY_HEAVY_REVIEWS / DENY_HEAVY_CONNECTIONS {
+        let (status, answer) = send(&mut sender, body.clone()).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer:?}");
+        // `"allowed":false` without parsing 256 causes 12,000 times.
+        let head = &answer[..answer.len().min(256)];
+        let denied = b"\"allowed\":false";
+        assert!(
+            head.windows(denied.len()).any(|w| w == denied),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
+
 #[tokio::test]
 async fn twelve_thousand_deny_heavy_reviews_while_stderr_is_not_read() {
-    const REVIEWS: usize = 12_000;
     const PATHS: usize = 600;
-    const CONNECTIONS: usize = 8;
-    let guard = Arc::new(Guard::start().await);
+    let guard = Guard::start().await;
     let body = Bytes::from(deny_heavy_review("deny-heavy", PATHS));
-    let mut senders = Vec::new();
-    for _ in 0..CONNECTIONS {
-        senders.push(guard.http1().await);
-    }
-    let tasks: Vec<_> = senders
-        .into_iter()
-        .map(|mut sender| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                for _ in 0..REVIEWS / CONNECTIONS {
-                    let (status, answer) = send(&mut sender, body.clone()).await.unwrap();
-                    assert_eq!(status, StatusCode::OK, "{answer:?}");
-                    // `"allowed":false` without parsing 256 causes 12,000 times.
-                    let head = &answer[..answer.len().min(256)];
-                    let denied = b"\"allowed\":false";
-                    assert!(
-                        head.windows(denied.len()).any(|w| w == denied),
-                        "{}",
-                        String::from_utf8_lossy(head)
-                    );
-                }
-            })
-        })
-        .collect();
-    bounded(async {
-        for task in tasks {
-            task.await.unwrap();
-        }
-    })
-    .await;
+    on_connections(&guard, DENY_HEAVY_CONNECTIONS, &body, deny_heavy_reviews).await;
     let denied = "pytorchjob_guard_reviews_total{operation=\"UPDATE\",kind=\"PyTorchJob\",verdict=\"denied\",dry_run=\"false\"}";
-    assert_eq!(guard.counter(denied).await, REVIEWS as f64);
+    assert_eq!(guard.counter(denied).await, DENY_HEAVY_REVIEWS as f64);
     guard
         .assert_survived(&format!(
-            "{REVIEWS} deny-heavy reviews ({PATHS} paths each), stderr not read"
+            "{DENY_HEAVY_REVIEWS} deny-heavy reviews ({PATHS} paths each), stderr not read"
         ))
         .await;
 }

@@ -364,10 +364,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_contents() {
+/// What the subscriber `--log-format json` installs writes while the router answers `body`
+/// (with 200). Run it on a current-thread runtime: the subscriber is this thread's.
+async fn logged_while_reviewing(body: Vec<u8>) -> String {
     let capture = Capture::default();
-    // The subscriber `--log-format json` installs.
     let subscriber = pytorchjob_guard::telemetry::json_subscriber(
         capture.clone(),
         tracing_subscriber::EnvFilter::new("info"),
@@ -378,18 +378,22 @@ async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_content
         Arc::new(Health::default()),
         Arc::new(Metrics::new()),
     ));
-    let body = pytorchjob_update("uid-log", "admission.k8s.io/v1", |j| {
-        j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] =
-            serde_json::json!([{"name": "TOKEN", "value": "s3cr3t-value"}]);
-    });
     let request = Request::post("/validate?timeout=10s")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body))
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+}
 
-    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+#[tokio::test(flavor = "current_thread")]
+async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_contents() {
+    let body = pytorchjob_update("uid-log", "admission.k8s.io/v1", |j| {
+        j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] =
+            serde_json::json!([{"name": "TOKEN", "value": "s3cr3t-value"}]);
+    });
+    let logged = logged_while_reviewing(body).await;
     let events: Vec<Value> = logged
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -431,28 +435,11 @@ async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_content
 #[tokio::test(flavor = "current_thread")]
 async fn a_deny_heavy_decision_logs_the_first_paths_and_counts_the_rest() {
     const PATHS: usize = 600;
-    let capture = Capture::default();
-    let subscriber = pytorchjob_guard::telemetry::json_subscriber(
-        capture.clone(),
-        tracing_subscriber::EnvFilter::new("info"),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let app = server::router(AppState::new(
-        Arc::new(Policy::default()),
-        Arc::new(Health::default()),
-        Arc::new(Metrics::new()),
-    ));
     let body = pytorchjob_update("uid-many", "admission.k8s.io/v1", |j| {
         j["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"] =
             serde_json::json!(vec!["changed"; PATHS]);
     });
-    let request = Request::post("/validate")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logged = logged_while_reviewing(body).await;
     let line = logged
         .lines()
         .find(|l| l.contains("\"message\":\"admission review\""))
