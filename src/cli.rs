@@ -140,6 +140,13 @@ pub struct ServeArgs {
     /// are updated before the listener closes.
     #[arg(long, env = "PYTORCHJOB_GUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
+    /// Bytes of request bodies held at once, over every connection and HTTP/2 stream; a
+    /// request that does not fit gets 503 with `Retry-After`. Size it with the memory limit
+    /// (see `server::PEAK_MEMORY_PER_BODY_BYTE`); at least 8 MiB, so the largest body
+    /// (`server::MAX_BODY_BYTES`) fits. A number of bytes, or with `Ki`, `Mi` or `Gi` as in
+    /// Kubernetes quantities (`8Mi`).
+    #[arg(long, env = "PYTORCHJOB_GUARD_MAX_IN_FLIGHT_BYTES", default_value_t = server::MAX_IN_FLIGHT_BYTES, value_parser = parse_in_flight_bytes)]
+    pub max_in_flight_bytes: usize,
     /// Log format.
     #[arg(
         long,
@@ -250,6 +257,30 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// A byte count for `--max-in-flight-bytes`: `8388608`, `8Mi`, `16384Ki`, `1Gi`; large enough
+/// that the largest body accepted ([`server::MAX_BODY_BYTES`]) fits in the share large bodies
+/// may use (all but 1/[`server::SMALL_SHARE`]).
+fn parse_in_flight_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .into_iter()
+        .find_map(|(suffix, unit)| Some((text.strip_suffix(suffix)?, unit)))
+        .unwrap_or((text, 1));
+    let bytes = number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("invalid byte count {text:?}: expected e.g. 24Mi or 25165824"))?;
+    if bytes - bytes / server::SMALL_SHARE < server::MAX_BODY_BYTES {
+        return Err(format!(
+            "{text} is too small: the largest request body ({} bytes) must fit in all but 1/{} of it, which small bodies keep",
+            server::MAX_BODY_BYTES,
+            server::SMALL_SHARE
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Run the parsed command line; the process exits with the returned code.
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
@@ -345,6 +376,10 @@ async fn serve_async(args: ServeArgs, logging: &telemetry::Logging) -> anyhow::R
     if let Some(recorder) = recorder.clone() {
         state = state.with_recorder(recorder);
     }
+    state = state.with_limits(server::Limits {
+        max_in_flight_bytes: args.max_in_flight_bytes,
+        ..server::Limits::default()
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -599,6 +634,37 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("10h").is_err());
         assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn in_flight_bytes_parse_with_binary_suffixes_and_fit_the_largest_body() {
+        assert_eq!(parse_in_flight_bytes("24Mi"), Ok(24 << 20));
+        assert_eq!(parse_in_flight_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_in_flight_bytes("16384Ki"), Ok(16 << 20));
+        assert_eq!(parse_in_flight_bytes("8388608"), Ok(8 << 20));
+        // 7 MiB is the largest body, but 1/8 of the budget is kept for small ones.
+        let seven = server::MAX_BODY_BYTES.to_string();
+        assert!(
+            parse_in_flight_bytes(&seven)
+                .unwrap_err()
+                .contains("largest request body")
+        );
+        assert!(parse_in_flight_bytes("1Mi").is_err());
+        for bad in [
+            "24MB",
+            "24 Mi",
+            "-1",
+            "Mi",
+            "99999999999999999999Gi",
+            "1.5Mi",
+        ] {
+            assert!(parse_in_flight_bytes(bad).is_err(), "{bad}");
+        }
+        let default = Cli::try_parse_from(["pytorchjob-guard"]).unwrap();
+        assert_eq!(
+            default.serve.max_in_flight_bytes,
+            server::MAX_IN_FLIGHT_BYTES
+        );
     }
 
     #[test]

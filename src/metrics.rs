@@ -129,6 +129,8 @@ pub enum RejectReason {
     tls_handshake,
     /// The connection limit was reached; the client waited in the backlog.
     connection_limit,
+    /// The body did not fit in the in-flight byte budget (`--max-in-flight-bytes`): 503.
+    in_flight_bytes,
     /// A handler panicked (500 for that request only).
     panic,
     /// The webhook failed to answer a readable request (500): its own fault, never the client's.

@@ -1,8 +1,9 @@
 //! The HTTPS server: axum routes over rustls, HTTP/1.1 and HTTP/2 on one listener.
 //!
 //! Routes: `POST /validate` (the API server appends `?timeout=10s`; the query is ignored),
-//! `GET /healthz`, `GET /readyz`. Handlers are short: read a bounded body, hand it to
-//! [`admission::review`], log the decision, answer. Every client mistake is one [`ServeError`]
+//! `GET /healthz`, `GET /readyz`. Handlers are short: reserve the body's bytes in the in-flight
+//! budget (the `budget` module), read a bounded body, hand it to [`admission::review`], log the
+//! decision, answer, give the bytes back. Every client mistake is one [`ServeError`]
 //! variant with its 4xx status and a message; a panic in a handler is a 500 for that request only.
 //!
 //! [`serve`] (in `listener`) takes a bound listener and a shutdown future from its caller
@@ -18,23 +19,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
+mod budget;
 mod connections;
 mod listener;
+
+use budget::{Budget, Refused, Reservation};
+pub use budget::{SMALL_BODY_BYTES, SMALL_SHARE};
 
 pub use listener::{serve, serve_metrics, shutdown_signal};
 
 use crate::admission::{self, Decision, Outcome, ReviewError, Verdict};
 use crate::metrics::{self, Metrics, RejectReason};
-use crate::policy::{FieldPath, Mode, Policy};
+use crate::policy::{FieldPath, MAX_PATHS_IN_MESSAGE, Mode, Policy};
 use crate::record::Recorder;
 use crate::reload::PolicyStore;
 
@@ -57,10 +63,38 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Open connections at once. When all are taken, a new client makes the oldest idle connection
 /// (no request in flight, including handshakes in progress) close, so idle connections cannot
 /// lock new clients out; otherwise it waits in the listen backlog. The API server keeps a few
-/// keep-alive connections per replica, so this is far above normal use.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// keep-alive connections per replica, so this is far above normal use. Each connection that
+/// has served a request holds about 30 KiB (TLS and HTTP buffers, measured over HTTP/1.1), so
+/// 256 of them fit in [`BASELINE_MEMORY_BYTES`]; 1024 would take 30 MiB of the Deployment's
+/// memory limit outside the in-flight budget.
+pub const MAX_CONNECTIONS: usize = 256;
 /// Concurrent HTTP/2 streams per connection.
 pub const MAX_H2_STREAMS: u32 = 128;
+/// Bytes of request bodies held at once by the requests being read or judged, over every
+/// connection and stream (`serve --max-in-flight-bytes`). A request that does not fit is
+/// refused at once with 503 and `Retry-After`; see the `budget` module for how requests share
+/// it ([`SMALL_SHARE`] of it is kept for bodies up to [`SMALL_BODY_BYTES`]).
+/// [`MAX_CONNECTIONS`] × [`MAX_H2_STREAMS`] × [`MAX_BODY_BYTES`] is far beyond any pod's
+/// memory; this is what bounds it. The default fits the Deployment's 128 MiB memory limit:
+/// [`BASELINE_MEMORY_BYTES`] + 8 MiB × [`PEAK_MEMORY_PER_BODY_BYTE`] = 128 MiB. It takes one
+/// body of [`MAX_BODY_BYTES`] at a time beside the small reviews.
+pub const MAX_IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+/// Peak resident memory per byte of request body in flight, measured on the release and debug
+/// binaries (one 6 MiB body to a fresh process, its `VmHWM` before and after): 1.2 for a review
+/// padded with one long string, 1.6 for one with a long `env` list in both objects (the body
+/// once, the index, the decoded envelope), 6.2 for one whose objects hold the same dense array
+/// of numbers, and 10.2 for 6 MiB of `[0,0,…]` (the index takes 12 bytes per JSON value, in a
+/// vector that grows by doubling). No separate charge for judging: the budget counts the body's
+/// bytes and this factor covers what judging them allocates, so the worst shape sets it, with
+/// a margin. A memory limit must be at least [`BASELINE_MEMORY_BYTES`] plus this many times the
+/// budget (`tests/manifests.rs` holds the Deployment to it).
+pub const PEAK_MEMORY_PER_BODY_BYTE: usize = 12;
+/// Resident memory of the server beyond its requests' bodies, for the release binary: 9 MiB
+/// idle (measured; 21 MiB for a debug build), 8 MiB for [`MAX_CONNECTIONS`] connections that
+/// each served a request (measured: 1000 took 30 MiB), 8 MiB for the log queue at its byte
+/// bound beside the batch being written (`telemetry::LOG_QUEUE_BYTES` twice, in vectors that
+/// grow by doubling), and 7 MiB to spare.
+pub const BASELINE_MEMORY_BYTES: usize = 32 * 1024 * 1024;
 /// How long in-flight requests get to finish after shutdown starts (and how long an idle or
 /// evicted connection gets to close gracefully before it is dropped).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -83,6 +117,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// [`MAX_H2_STREAMS`]: concurrent HTTP/2 streams per connection.
     pub max_h2_streams: u32,
+    /// [`MAX_IN_FLIGHT_BYTES`]: request body bytes held at once; a request that does not fit
+    /// gets 503.
+    pub max_in_flight_bytes: usize,
     /// [`DRAIN_TIMEOUT`]: how long in-flight requests get after shutdown starts.
     pub drain_timeout: Duration,
 }
@@ -97,6 +134,7 @@ impl Default for Limits {
             idle_timeout: IDLE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             max_h2_streams: MAX_H2_STREAMS,
+            max_in_flight_bytes: MAX_IN_FLIGHT_BYTES,
             drain_timeout: DRAIN_TIMEOUT,
         }
     }
@@ -109,6 +147,7 @@ pub struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     limits: Arc<Limits>,
+    budget: Budget,
     recorder: Option<Arc<Recorder>>,
 }
 
@@ -182,11 +221,13 @@ impl AppState {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let limits = Limits::default();
         Self {
             policy,
             health,
             metrics,
-            limits: Arc::new(Limits::default()),
+            budget: Budget::new(limits.max_in_flight_bytes),
+            limits: Arc::new(limits),
             recorder: None,
         }
     }
@@ -199,6 +240,7 @@ impl AppState {
 
     /// The same state with other bounds (the default is [`Limits::default`]).
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.budget = Budget::new(limits.max_in_flight_bytes);
         self.limits = Arc::new(limits);
         self
     }
@@ -354,6 +396,12 @@ pub enum ServeError {
     /// No body at all.
     #[error("empty request body: send an AdmissionReview")]
     EmptyBody,
+    /// The body does not fit in what is left of [`Limits::max_in_flight_bytes`] (the body's
+    /// bytes so far, the budget).
+    #[error(
+        "too many request bytes in flight: {0} more do not fit in the server's budget of {1}; retry shortly"
+    )]
+    InFlightBudget(usize, usize),
     /// The body is not an answerable AdmissionReview.
     #[error(transparent)]
     Review(#[from] ReviewError),
@@ -366,6 +414,7 @@ impl ServeError {
             ServeError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ServeError::InFlightBudget(..) => StatusCode::SERVICE_UNAVAILABLE,
             ServeError::Review(error) if error.is_internal() => StatusCode::INTERNAL_SERVER_ERROR,
             ServeError::BodyRead(_) | ServeError::EmptyBody | ServeError::Review(_) => {
                 StatusCode::BAD_REQUEST
@@ -381,6 +430,7 @@ impl ServeError {
             ServeError::UnsupportedMediaType(_) => RejectReason::bad_content_type,
             ServeError::PayloadTooLarge(_) => RejectReason::body_too_large,
             ServeError::BodyTimeout(_) => RejectReason::timeout,
+            ServeError::InFlightBudget(..) => RejectReason::in_flight_bytes,
             ServeError::BodyRead(_) => RejectReason::body_read_error,
             ServeError::Review(error) if error.is_internal() => RejectReason::internal,
             ServeError::EmptyBody | ServeError::Review(_) => RejectReason::malformed_review,
@@ -392,12 +442,28 @@ impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = admission::error_chain(&self);
+        if matches!(self, ServeError::InFlightBudget(..)) {
+            // The server's load, not its fault: no error line per refusal (a flood of them
+            // would be the load's second cost); the metric counts them.
+            tracing::debug!(status = status.as_u16(), error = %message, "request refused");
+            let mut response = text(status, format!("{message}\n"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %message, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %message, "request rejected");
         }
         text(status, format!("{message}\n"))
+    }
+}
+
+impl From<Refused> for ServeError {
+    fn from(refused: Refused) -> Self {
+        ServeError::InFlightBudget(refused.wanted, refused.budget)
     }
 }
 
@@ -423,30 +489,71 @@ fn is_json(headers: &HeaderMap) -> Result<(), ServeError> {
     }
 }
 
+/// Read the body within [`Limits::max_body_bytes`] and [`Limits::body_read_timeout`], holding
+/// its bytes in `reservation`: the declared `Content-Length` up front, else as chunks arrive.
 async fn read_body(
     limits: &Limits,
     headers: &HeaderMap,
     body: Body,
-) -> Result<axum::body::Bytes, ServeError> {
+    reservation: &mut Reservation,
+) -> Result<Bytes, ServeError> {
     let max = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return Err(ServeError::PayloadTooLarge(max));
+    let declared = match declared {
+        Some(len) if len > max as u64 => return Err(ServeError::PayloadTooLarge(max)),
+        Some(len) => usize::try_from(len).ok(),
+        None => None,
+    };
+    if let Some(len) = declared {
+        reservation.grow_to(len)?;
     }
-    let collected =
-        tokio::time::timeout(limits.body_read_timeout, Limited::new(body, max).collect())
-            .await
-            .map_err(|_| ServeError::BodyTimeout(limits.body_read_timeout))?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ServeError::PayloadTooLarge(max))
+    tokio::time::timeout(
+        limits.body_read_timeout,
+        collect(body, max, declared, reservation),
+    )
+    .await
+    .map_err(|_| ServeError::BodyTimeout(limits.body_read_timeout))?
+}
+
+/// The body's chunks in one buffer, at most `max` bytes, each chunk reserved before it is
+/// kept. A body that arrives in one chunk is kept as it is; otherwise one buffer of the
+/// declared length (when there is one) takes the chunks, so a body is held once.
+async fn collect(
+    mut body: Body,
+    max: usize,
+    declared: Option<usize>,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ServeError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| ServeError::BodyRead(Box::new(error)))?;
+        // Trailers carry no body.
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(chunk.len());
+        if len > max {
+            return Err(ServeError::PayloadTooLarge(max));
         }
-        Err(error) => Err(ServeError::BodyRead(error)),
+        reservation.grow_to(len)?;
+        if let Some(earlier) = first.take() {
+            // A second chunk: from now on the chunks are joined (`joined` is still empty).
+            joined.reserve(declared.unwrap_or(len).max(len));
+            joined.extend_from_slice(&earlier);
+            joined.extend_from_slice(&chunk);
+        } else if len == chunk.len() {
+            // The first bytes (`joined` is empty: every earlier chunk was).
+            first = Some(chunk);
+        } else {
+            joined.extend_from_slice(&chunk);
+        }
     }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 async fn validate(state: AppState, mode: Option<Mode>, headers: HeaderMap, body: Body) -> Response {
@@ -466,7 +573,10 @@ async fn review_request(
     body: Body,
 ) -> Result<Response, ServeError> {
     is_json(headers)?;
-    let bytes = read_body(&state.limits, headers, body).await?;
+    // Held until the answer is built: the body, and what judging it allocates, are in flight
+    // until then.
+    let mut reservation = state.budget.reservation();
+    let bytes = read_body(&state.limits, headers, body, &mut reservation).await?;
     if bytes.is_empty() {
         return Err(ServeError::EmptyBody);
     }
@@ -493,10 +603,14 @@ async fn review_request(
 
 /// One event per decision: who asked what, the mode and the verdict (and, when the namespace
 /// label's lowering was refused, the mode it asked for in `mode_lowering_refused`). Never object
-/// contents. A review
-/// that could not be judged and was let through (`warn`, `audit`) is also logged as an error.
+/// contents. The paths denied are listed like the denial's message: the first
+/// [`MAX_PATHS_IN_MESSAGE`] in `denied`, how many more in `denied_more`, so a line stays short
+/// however much changed. A review that could not be judged and was let through (`warn`,
+/// `audit`) is also logged as an error.
 pub fn log_decision(decision: &Decision) {
     let s = &decision.summary;
+    let forbidden = decision.outcome.forbidden();
+    let listed = forbidden.len().min(MAX_PATHS_IN_MESSAGE);
     // Strings as `&str`, not `%`: written as they are, without a round through `fmt`. The kind
     // path is pushed together here, which costs less than formatting it inside the event.
     let mut kind = String::with_capacity(64);
@@ -513,7 +627,8 @@ pub fn log_decision(decision: &Decision) {
         mode_lowering_refused = decision.refused_lowering().map(|r| r.requested.as_str()),
         verdict = decision.verdict().as_str(),
         reason = decision.reason().as_str(),
-        denied = ?AsStrings(decision.outcome.forbidden()),
+        denied = ?AsStrings(&forbidden[..listed]),
+        denied_more = forbidden.len() - listed,
         "admission review"
     );
     if let (Outcome::Undecidable(cause), Verdict::WouldDeny) =

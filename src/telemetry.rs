@@ -4,9 +4,9 @@
 //! human text or one JSON object per line (`--log-format json`) for log pipelines.
 //!
 //! Lines are written off the request path ([`lines`]): a request formats its line and leaves it
-//! in a queue of at most [`LOG_QUEUE_LINES`] lines, which one writer thread writes to stderr in
-//! batches, at least every [`lines::FLUSH_INTERVAL`]. Logging never blocks a review: when the
-//! writer falls that far behind, new lines are dropped and counted
+//! in a queue of at most [`LOG_QUEUE_LINES`] lines and [`LOG_QUEUE_BYTES`] bytes, which one
+//! writer thread writes to stderr in batches, at least every [`lines::FLUSH_INTERVAL`]. Logging
+//! never blocks a review: when the writer falls that far behind, new lines are dropped and counted
 //! (`pytorchjob_guard_log_lines_dropped_total`, see [`Logging::dropped_lines`]). Touches stderr
 //! only.
 
@@ -23,9 +23,13 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::json::{Escaping, write_string};
 
-/// Lines waiting for the writer at most; past it, new lines are dropped and counted. A decision
-/// line is a few hundred bytes (a deny-heavy one a few KiB), so the queue holds a few MiB.
+/// Lines waiting for the writer at most; past it, new lines are dropped and counted.
 pub const LOG_QUEUE_LINES: usize = lines::MAX_LINES;
+
+/// Bytes waiting for the writer at most; a line that does not fit is dropped and counted. A
+/// decision line is a few hundred bytes (its `denied` field names at most
+/// `policy::MAX_PATHS_IN_MESSAGE` paths and counts the rest in `denied_more`).
+pub const LOG_QUEUE_BYTES: usize = lines::MAX_BYTES;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +49,7 @@ pub struct Logging {
 }
 
 impl Logging {
-    /// Lines dropped because the writer was [`LOG_QUEUE_LINES`] behind.
+    /// Lines dropped because the writer was [`LOG_QUEUE_LINES`] or [`LOG_QUEUE_BYTES`] behind.
     pub fn dropped_lines(&self) -> u64 {
         self.writer.dropped()
     }

@@ -401,6 +401,24 @@ async fn feed(mut tx: http_body_util::channel::Sender<Bytes>, total: usize) -> u
     sent
 }
 
+/// An HTTP/2 connection for bodies the test streams.
+async fn h2_streaming(
+    server: &TestServer,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::channel::Channel<Bytes>> {
+    let stream = server
+        .tls_connect(server.client_config(&[b"h2"]))
+        .await
+        .unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 fn assert_too_large(name: &str, answer: &Answer) {
     assert_eq!(
         answer.status,
@@ -499,17 +517,7 @@ async fn a_20_mib_streamed_body_without_length_gets_413_at_the_limit() {
     still_serving(&server, "HTTP/1.1 chunked").await;
 
     // HTTP/2: DATA frames without content-length.
-    let stream = server
-        .tls_connect(server.client_config(&[b"h2"]))
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_streaming(&server).await;
     let (tx, request) = streamed_post(None);
     let feeder = tokio::spawn(feed(tx, 20 * MIB));
     let started = Instant::now();
@@ -529,5 +537,177 @@ async fn a_20_mib_streamed_body_without_length_gets_413_at_the_limit() {
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     still_serving(&server, "HTTP/2").await;
+    server.stop().await.unwrap();
+}
+
+/// `rejected_requests_total{reason}` as the server counted it.
+fn rejected(server: &TestServer, reason: &str) -> f64 {
+    let sample = format!("pytorchjob_guard_rejected_requests_total{{reason=\"{reason}\"}} ");
+    server
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(&sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A fast 503 for the in-flight byte budget: one line saying why, `Retry-After`, counted.
+fn assert_refused_for_budget(name: &str, answer: &Answer, took: Duration) {
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{name}: {}",
+        answer.text()
+    );
+    let text = answer.text();
+    assert_eq!(text.lines().count(), 1, "{name}: one line: {text:?}");
+    assert!(
+        text.starts_with("too many request bytes in flight"),
+        "{name}: {text}"
+    );
+    assert!(took < BOUND, "{name}: refused in {took:?}");
+}
+
+/// The in-flight budget of these tests: room for one 1 MiB body beside small reviews.
+fn small_budget() -> Options {
+    Options {
+        limits: pytorchjob_guard::server::Limits {
+            max_in_flight_bytes: 2 * MIB,
+            ..Default::default()
+        },
+        ..Options::default()
+    }
+}
+
+/// An HTTP/1.1 connection of its own.
+async fn h1_connection(
+    server: &TestServer,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::channel::Channel<Bytes>> {
+    let stream = server
+        .tls_connect(server.client_config(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// While a large body holds the budget (declared, half sent), another large one is refused at
+/// once with 503 from its Content-Length, before it is sent; small reviews are still judged;
+/// once the first is answered, its bytes are free again.
+#[tokio::test]
+async fn a_body_that_does_not_fit_the_in_flight_budget_gets_a_fast_503_and_small_reviews_go_on() {
+    let server = TestServer::start_with(small_budget()).await;
+    // 1.5 MiB declared, half of it sent: the server holds 1.5 MiB of its 2 MiB budget.
+    let large = review("large", |r| {
+        r["request"]["object"]["metadata"]["annotations"] =
+            serde_json::json!({"pad": "x".repeat(3 * MIB / 2 - 4096)});
+    });
+    let large = bytes(&large);
+    let mut holding = h1_connection(&server).await;
+    let (mut tx, request) = streamed_post(Some(large.len()));
+    let (first, rest) = large.split_at(large.len() / 2);
+    tx.send_data(Bytes::copy_from_slice(first)).await.unwrap();
+    let held = tokio::spawn(async move { holding.send_request(request).await });
+    let health = server.health.clone();
+    tokio::time::timeout(STEP, async {
+        while health.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the large review is in flight");
+
+    // A second 1 MiB body: 0.5 MiB left, refused from its Content-Length, nothing sent.
+    let mut second = h1_connection(&server).await;
+    let (_tx, request) = streamed_post(Some(MIB));
+    let started = Instant::now();
+    let response = tokio::time::timeout(STEP, second.send_request(request))
+        .await
+        .expect("answered without the body")
+        .expect("a response, not a broken connection");
+    let retry_after = response.headers().get("retry-after").cloned();
+    let answer = read(response).await;
+    assert_refused_for_budget("a second large body", &answer, started.elapsed());
+    assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(rejected(&server, "in_flight_bytes"), 1.0);
+
+    // Small reviews are judged meanwhile, over HTTP/1.1 and HTTP/2.
+    still_serving(&server, "a large body holding the budget").await;
+    let mut h2 = server.http2().await;
+    let body = pytorchjob_update("small-h2", "admission.k8s.io/v1", |_| {});
+    let answer = send2(&mut h2, post("/validate", JSON, body)).await;
+    check(
+        "a small review over HTTP/2",
+        &answer,
+        "small-h2",
+        &Expect::Allowed,
+    );
+
+    // The holder finishes and is judged; its bytes are given back.
+    tx.send_data(Bytes::copy_from_slice(rest)).await.unwrap();
+    drop(tx);
+    let response = tokio::time::timeout(STEP, held).await.unwrap().unwrap();
+    let answer = read(response.unwrap()).await;
+    check("the large review", &answer, "large", &Expect::Allowed);
+    let again = review("again", |r| {
+        r["request"]["object"]["metadata"]["annotations"] =
+            serde_json::json!({"pad": "x".repeat(3 * MIB / 2 - 4096)});
+    });
+    let answer = send1(
+        &mut server.http1().await,
+        post("/validate", JSON, bytes(&again)),
+    )
+    .await;
+    check(
+        "a large review after it",
+        &answer,
+        "again",
+        &Expect::Allowed,
+    );
+    assert_eq!(rejected(&server, "in_flight_bytes"), 1.0);
+    server.stop().await.unwrap();
+}
+
+/// HTTP/2 without content-length: the reservation grows with the DATA frames, and the stream
+/// that outgrows the budget gets the 503 as soon as it does, not at its end; the connection
+/// keeps serving its other streams.
+#[tokio::test]
+async fn an_http2_body_without_length_is_refused_once_it_outgrows_the_budget() {
+    let server = TestServer::start_with(small_budget()).await;
+    let mut h2 = h2_streaming(&server).await;
+    let (tx, request) = streamed_post(None);
+    // 5 MiB would be accepted by the body limit (7 MiB) but not by the 2 MiB budget.
+    let feeder = tokio::spawn(feed(tx, 5 * MIB));
+    let started = Instant::now();
+    let response = tokio::time::timeout(STEP, h2.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("a response, not a broken connection");
+    let answer = read(response).await;
+    assert_refused_for_budget("HTTP/2 without length", &answer, started.elapsed());
+    let sent = tokio::time::timeout(STEP, feeder)
+        .await
+        .expect("the feeder stops")
+        .unwrap();
+    assert!(
+        sent < 5 * MIB,
+        "the server stopped reading after {sent} bytes"
+    );
+    assert_eq!(rejected(&server, "in_flight_bytes"), 1.0);
+    let body = pytorchjob_update("same-connection", "admission.k8s.io/v1", |_| {});
+    let (mut tx, request) = streamed_post(None);
+    tx.send_data(Bytes::from(body)).await.unwrap();
+    drop(tx);
+    let answer = answer_of(h2.send_request(request)).await;
+    check(
+        "the same connection",
+        &answer,
+        "same-connection",
+        &Expect::Allowed,
+    );
     server.stop().await.unwrap();
 }

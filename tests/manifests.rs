@@ -928,6 +928,53 @@ fn shutdown_fits_in_the_grace_period() {
     );
 }
 
+/// A Kubernetes memory quantity with a binary suffix (`128Mi`, `1Gi`, `512Ki`) or none, in bytes.
+fn binary_quantity(quantity: &str) -> usize {
+    let (number, unit) = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .into_iter()
+        .find_map(|(suffix, unit)| Some((quantity.strip_suffix(suffix)?, unit)))
+        .unwrap_or((quantity, 1));
+    let number: usize = number
+        .parse()
+        .unwrap_or_else(|_| panic!("write the memory limit as a whole Ki, Mi or Gi: {quantity}"));
+    number * unit
+}
+
+/// The in-flight byte budget is set beside the memory limit and fits it: peak memory is at most
+/// the server's baseline plus the measured peak per body byte times the budget
+/// (`server::PEAK_MEMORY_PER_BODY_BYTE`; tests/memory.rs holds the binary to the limit).
+#[test]
+fn the_in_flight_byte_budget_fits_the_memory_limit() {
+    let objects = base();
+    let container = objects.container();
+    assert!(
+        container
+            .args
+            .iter()
+            .flatten()
+            .any(|a| a.starts_with("--max-in-flight-bytes=")),
+        "the Deployment sets --max-in-flight-bytes explicitly, together with its memory limit"
+    );
+    let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let limit = binary_quantity(&limits.expect("resource limits")["memory"].0);
+    let fits = |budget: usize| {
+        server::BASELINE_MEMORY_BYTES + server::PEAK_MEMORY_PER_BODY_BYTE * budget <= limit
+    };
+    let budget = container_serve_args(objects).max_in_flight_bytes;
+    assert!(
+        fits(budget),
+        "--max-in-flight-bytes={budget} needs {} + {} x {budget} bytes, more than the {limit}-byte memory limit",
+        server::BASELINE_MEMORY_BYTES,
+        server::PEAK_MEMORY_PER_BODY_BYTE
+    );
+    assert!(
+        budget - budget / server::SMALL_SHARE >= server::MAX_BODY_BYTES,
+        "the largest body fits beside the small bodies' share"
+    );
+    // Without the flag the image's default fits the same limit.
+    assert!(fits(default_serve_args().max_in_flight_bytes));
+}
+
 /// The namespace enforces the restricted Pod Security Standard, so the API server itself refuses
 /// a pod that breaks it (the standard is not re-checked here). What is checked is where the
 /// manifests meet the image: the pod runs as the Dockerfile's non-root USER, owns the mounted

@@ -364,10 +364,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_contents() {
+/// What the subscriber `--log-format json` installs writes while the router answers `body`
+/// (with 200). Run it on a current-thread runtime: the subscriber is this thread's.
+async fn logged_while_reviewing(body: Vec<u8>) -> String {
     let capture = Capture::default();
-    // The subscriber `--log-format json` installs.
     let subscriber = pytorchjob_guard::telemetry::json_subscriber(
         capture.clone(),
         tracing_subscriber::EnvFilter::new("info"),
@@ -378,18 +378,22 @@ async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_content
         Arc::new(Health::default()),
         Arc::new(Metrics::new()),
     ));
-    let body = pytorchjob_update("uid-log", "admission.k8s.io/v1", |j| {
-        j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] =
-            serde_json::json!([{"name": "TOKEN", "value": "s3cr3t-value"}]);
-    });
     let request = Request::post("/validate?timeout=10s")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body))
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+}
 
-    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+#[tokio::test(flavor = "current_thread")]
+async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_contents() {
+    let body = pytorchjob_update("uid-log", "admission.k8s.io/v1", |j| {
+        j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] =
+            serde_json::json!([{"name": "TOKEN", "value": "s3cr3t-value"}]);
+    });
+    let logged = logged_while_reviewing(body).await;
     let events: Vec<Value> = logged
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -415,6 +419,7 @@ async fn each_decision_logs_one_json_event_with_its_fields_and_no_object_content
             .contains("containers[0].env[0].value"),
         "{event}"
     );
+    assert_eq!(event["denied_more"], 0, "{event}");
     assert!(
         !logged.contains("s3cr3t-value"),
         "object contents must not be logged: {logged}"
@@ -469,6 +474,32 @@ async fn a_refused_lowering_is_a_field_of_the_decision_log() {
     let kept = event("kept");
     assert_eq!(kept["mode"], "enforce");
     assert!(kept.get("mode_lowering_refused").is_none(), "{kept}");
+}
+
+/// A denial at hundreds of paths logs a short line: like the denial's message, the first
+/// `policy::MAX_PATHS_IN_MESSAGE` paths in `denied` and the count of the rest in `denied_more`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_deny_heavy_decision_logs_the_first_paths_and_counts_the_rest() {
+    const PATHS: usize = 600;
+    let body = pytorchjob_update("uid-many", "admission.k8s.io/v1", |j| {
+        j["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"] =
+            serde_json::json!(vec!["changed"; PATHS]);
+    });
+    let logged = logged_while_reviewing(body).await;
+    let line = logged
+        .lines()
+        .find(|l| l.contains("\"message\":\"admission review\""))
+        .expect("a decision line");
+    assert!(line.len() < 4096, "a short line: {} bytes", line.len());
+    let event: Value = serde_json::from_str(line).unwrap();
+    let listed: Vec<String> =
+        serde_json::from_str(event["denied"].as_str().unwrap()).expect("a list of paths");
+    let max = pytorchjob_guard::policy::MAX_PATHS_IN_MESSAGE;
+    let expected: Vec<String> = (0..max)
+        .map(|i| format!("spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].args[{i}]"))
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(event["denied_more"], PATHS - max);
 }
 
 #[tokio::test]

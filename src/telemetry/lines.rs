@@ -6,8 +6,9 @@
 //! [`WAKE_AT_LINES`] lines or [`WAKE_AT_BYTES`] bytes wait, and writes it with one call. So a
 //! review never makes a system call for its log line, an idle server's lines still appear within
 //! the interval, and a busy one's are written in large batches. When the writer is
-//! [`MAX_LINES`] lines behind (its output stalled), new lines are dropped and counted
-//! ([`Queue::dropped`]): logging never blocks a review. Dropping the [`Flusher`] writes what is
+//! [`MAX_LINES`] lines or [`MAX_BYTES`] bytes behind (its output stalled), new lines are dropped
+//! and counted ([`Queue::dropped`]): logging never blocks a review, and the lines waiting hold
+//! at most [`MAX_BYTES`] (plus the batch being written, no larger). Dropping the [`Flusher`] writes what is
 //! queued and stops the thread, so a server that shuts down loses no line, unless its output
 //! is stalled: then it waits [`SHUTDOWN_WAIT`] and no longer. Touches only the writer it is
 //! given.
@@ -25,6 +26,13 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Lines queued at most; past it, new lines are dropped and counted.
 pub const MAX_LINES: usize = 4096;
+
+/// Bytes queued at most; a line that does not fit is dropped and counted. Lines are a few
+/// hundred bytes (a denial lists at most `policy::MAX_PATHS_IN_MESSAGE` paths), so this is
+/// [`MAX_LINES`] ordinary lines; it bounds the queue's memory when lines are long (names,
+/// users and uids come from the request), and with the batch being written (never larger)
+/// the log holds at most twice this while its output is stalled.
+pub const MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// Queued lines at which the writer is woken before its interval ends: a quarter of the
 /// queue, so a burst never fills it while the writer sleeps.
@@ -54,7 +62,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Lines dropped because [`MAX_LINES`] were already queued.
+    /// Lines dropped because [`MAX_LINES`] lines or [`MAX_BYTES`] bytes were already queued.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -64,10 +72,10 @@ impl Queue {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queue one line (or drop and count it when the queue is full).
+    /// Queue one line (or drop and count it when the queue is full or the line does not fit).
     fn push(&self, line: &[u8]) {
         let mut pending = self.lock();
-        if pending.lines >= MAX_LINES {
+        if pending.lines >= MAX_LINES || pending.bytes.len() + line.len() > MAX_BYTES {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -151,7 +159,7 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Lines dropped because [`MAX_LINES`] were already queued.
+    /// Lines dropped because the queue was full ([`Queue::dropped`]).
     pub fn dropped(&self) -> u64 {
         self.queue.dropped()
     }
@@ -312,5 +320,31 @@ mod tests {
         // Taken lines make room again.
         queue.push(b"again\n");
         assert_eq!(queue.dropped(), 7);
+    }
+
+    #[test]
+    fn a_line_that_does_not_fit_in_the_queued_bytes_is_dropped_and_counted() {
+        let queue = Queue::default();
+        let long = vec![b'x'; MAX_BYTES / 3];
+        for _ in 0..3 {
+            queue.push(&long);
+        }
+        assert_eq!(queue.dropped(), 0);
+        // One byte more than is left: dropped whole, never cut.
+        let left = MAX_BYTES - 3 * long.len();
+        queue.push(&vec![b'y'; left + 1]);
+        assert_eq!(queue.dropped(), 1);
+        queue.push(&vec![b'z'; left]);
+        assert_eq!(queue.dropped(), 1, "a line that fits exactly is kept");
+        queue.push(b"\n");
+        assert_eq!(queue.dropped(), 2);
+        // A line longer than the whole bound is never queued.
+        let queue = Queue::default();
+        queue.push(&vec![b'x'; MAX_BYTES + 1]);
+        assert_eq!(queue.dropped(), 1);
+        let mut batch = Vec::new();
+        queue.close();
+        queue.take(&mut batch);
+        assert!(batch.is_empty());
     }
 }
