@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 19's comparison of the body index with maintained JSON crates, in one command:
-#   bench/json-index/compare.sh            # check, callgrind, peak memory, then criterion (~6 min)
+#   bench/json-index/compare.sh            # check, callgrind, peak memory, then criterion (~10 min)
 #   BENCH=0 bench/json-index/compare.sh    # without criterion
 # Prints markdown tables. Needs valgrind (Debian: `apt-get install valgrind`).
 set -euo pipefail
