@@ -918,7 +918,8 @@ mod tests {
         generate(&policy).map(|_| policy)
     }
 
-    const HEAD: &str = "apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1\nkind: Policy\n";
+    const HEAD: &str = "apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1\nkind: Policy\n\
+                        kinds: [{group: kubeflow.org, kind: PyTorchJob}]\n";
 
     #[test]
     fn a_list_index_is_refused_with_its_pattern() {
@@ -938,11 +939,23 @@ mod tests {
     #[test]
     fn a_container_default_is_refused() {
         let error = policy(&format!(
-            "{HEAD}defaults:\n  - path: spec.runPolicy\n    value: {{suspend: false}}\n"
+            "{HEAD}updatable: [metadata.labels]\ndefaults:\n  - path: spec.runPolicy\n    value: {{suspend: false}}\n"
         ))
         .expect_err("refused");
         assert!(
             matches!(error, VapError::ContainerDefault { ref path } if path == "spec.runPolicy"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn patterns_below_a_default_are_refused() {
+        let error = policy(&format!(
+            "{HEAD}updatable: [spec.x.y.z]\ndefaults:\n  - path: spec.x\n    value: 1\n"
+        ))
+        .expect_err("refused");
+        assert!(
+            matches!(error, VapError::PatternsBelowDefault { ref path } if path == "spec.x"),
             "{error}"
         );
     }

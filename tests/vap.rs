@@ -1010,3 +1010,29 @@ fn judge_alike() {
     }
     eprintln!("{}", report.join("\n"));
 }
+
+#[test]
+fn a_policy_cel_cannot_express_is_refused_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1\nkind: Policy\n\
+         kinds: [{group: kubeflow.org, kind: PyTorchJob}]\n\
+         updatable: ['spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].image']\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pytorchjob-guard"))
+        .args(["vap", "--policy"])
+        .arg(&path)
+        .env_remove("PYTORCHJOB_GUARD_POLICY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "nothing is printed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("containers[0].image") && stderr.contains("list index"),
+        "{stderr}"
+    );
+}
