@@ -125,10 +125,20 @@ pub fn generate(policy: &Policy) -> Result<Generated, VapError> {
         spec: Some(spec),
         status: None,
     };
+    let mut seen: Vec<Mode> = Vec::new();
     let bindings = namespace_modes(policy)?
         .into_iter()
-        .map(|(mode, selector)| ValidatingAdmissionPolicyBinding {
-            metadata: object_meta(&format!("{POLICY_NAME}-{mode}")),
+        .map(|(mode, selector)| {
+            // A mode with several selectors gets one binding each: `-enforce`, `-enforce-2`.
+            seen.push(mode);
+            let name = match seen.iter().filter(|m| **m == mode).count() {
+                1 => format!("{POLICY_NAME}-{mode}"),
+                n => format!("{POLICY_NAME}-{mode}-{n}"),
+            };
+            (mode, selector, name)
+        })
+        .map(|(mode, selector, name)| ValidatingAdmissionPolicyBinding {
+            metadata: object_meta(&name),
             spec: Some(ValidatingAdmissionPolicyBindingSpec {
                 policy_name: Some(POLICY_NAME.to_owned()),
                 validation_actions: Some(vec![validation_action(mode).to_owned()]),
