@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `review`, `check`, `replay` and `certs`.
+//! The command line: `serve` (the default), `review`, `check`, `replay`, `certs` and `vap`.
 //!
 //! Every flag is also an environment variable (`PYTORCHJOB_GUARD_…`, shown in `--help`), the
 //! way a Deployment configures it. Each command returns its exit code ([`EXIT_OK`],
@@ -74,6 +74,9 @@ pub enum Command {
     /// Re-decide every review recorded by `serve --record` under a (new) policy and list the
     /// decisions that would change; exit 0 when none does, 1 otherwise.
     Replay(ReplayArgs),
+    /// Print the policy as a ValidatingAdmissionPolicy and its bindings (YAML): the same rule
+    /// enforced by the API server's CEL, without the webhook.
+    Vap(VapArgs),
     /// Write a CA, a serving certificate and key, and the webhook's caBundle patch (the inputs
     /// of manifests/overlays/self-managed).
     Certs(CertsArgs),
@@ -183,6 +186,14 @@ impl PolicyArg {
     }
 }
 
+/// Flags of `vap`.
+#[derive(Debug, Args)]
+pub struct VapArgs {
+    /// The policy to compile; `--mode` is the mode of namespaces without a mode label.
+    #[command(flatten)]
+    pub policy: PolicyArg,
+}
+
 /// Flags of `replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -290,6 +301,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Certs(args)) => write_certs(&args),
         Some(Command::Replay(args)) => replay(&args),
+        Some(Command::Vap(args)) => vap(&args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -465,6 +477,14 @@ fn review(args: &ReviewArgs) -> anyhow::Result<u8> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&reviewed.body)?;
     stdout.write_all(b"\n")?;
+    Ok(EXIT_OK)
+}
+
+fn vap(args: &VapArgs) -> anyhow::Result<u8> {
+    let policy = args.policy.load()?;
+    let generated = crate::vap::generate(&policy).context("cannot express the policy in CEL")?;
+    let text = crate::vap::to_yaml(&generated)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(EXIT_OK)
 }
 

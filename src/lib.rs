@@ -16,7 +16,8 @@
 //! | [`reload`] | the polling reload loop, `Reloading<Source>` keeping the last good value, the policy store | the files it is given |
 //! | [`tls`] | PEM → rustls `ServerConfig` (ring, ALPN h2 + http/1.1, client CA), reload keeping the last good | the certificate files |
 //! | [`server`] | axum routes and handlers, bounded bodies, one error type → 4xx, health, [`server::Limits`]; its `listener` runs HTTP/1.1 + HTTP/2 over TLS with bounded connections, the metrics listener and graceful shutdown; its `budget` bounds the request bytes in flight | the listeners it is given |
-//! | [`cli`] | clap commands `serve` / `review` / `check` / `replay` / `certs` and their exit codes | all of the above |
+//! | [`vap`] | the policy compiled to a `ValidatingAdmissionPolicy` and its bindings (CEL), as YAML | nothing (pure) |
+//! | [`cli`] | clap commands `serve` / `review` / `check` / `replay` / `certs` / `vap` and their exit codes | all of the above |
 //!
 //! With the feature `oracle` (tests and the fuzz targets), `policy::oracle` is the whole-tree
 //! diff the production diff is checked against.
@@ -33,3 +34,4 @@ pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod vap;
