@@ -369,7 +369,7 @@ impl Policy {
         old: &RawObject<'_>,
         new: &RawObject<'_>,
         requester: &Requester<'_>,
-    ) -> Result<Evaluation, serde_json::Error> {
+    ) -> Result<Evaluation, diff::DiffError> {
         // Most old objects are not being deleted: a byte search spares reading their metadata's
         // members, unless a key there may be escaped (only a backslash can hide the name); the
         // member lookup reads keys decoded, as the diff does.

@@ -552,3 +552,23 @@ async fn twelve_thousand_deny_heavy_reviews_while_stderr_is_not_read() {
         ))
         .await;
 }
+
+/// One review of about 6 MiB whose old and new `args` differ at every element (`"a"` against
+/// `"b"`, about a million changed fields): it once took 1.3 GiB collecting every path. The diff
+/// keeps at most `policy::diff::MAX_CHANGED_FIELDS` and denies the rest as unjudgeable.
+#[tokio::test]
+async fn one_review_changing_a_million_fields() {
+    let guard = Guard::start().await;
+    // `"a",` is four bytes, in each object: 6 MiB in all.
+    let body = Bytes::from(deny_heavy_review("million", 6 * MIB / 8));
+    let attack = "one 6 MiB review changing a million fields";
+    let (status, answer) = bounded(guard.review(body)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, StatusCode::OK, "{attack}: {answer}");
+    assert!(answer.contains("\"allowed\":false"), "{attack}: {answer}");
+    assert!(
+        answer.contains("compared fields changed, too many to judge one by one"),
+        "{attack}: {answer}"
+    );
+    guard.assert_survived(attack).await;
+}

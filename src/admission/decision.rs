@@ -223,6 +223,9 @@ pub enum Undecidable {
     /// kube's types reject the request, or the objects hold JSON the diff cannot read.
     #[error("the admission request cannot be read")]
     Unreadable(#[source] serde_json::Error),
+    /// More compared fields changed than the diff keeps ([`diff::MAX_CHANGED_FIELDS`]).
+    #[error("the change cannot be judged field by field")]
+    TooManyChanges(#[source] diff::DiffError),
 }
 
 /// What was decided about one request.
@@ -516,7 +519,8 @@ fn judge_update(policy: &Policy, request: &Request<'_>) -> Outcome {
     };
     match policy.evaluate(old, new, &requester(request)) {
         Ok(evaluation) => judged(Judged::Update, evaluation, new),
-        Err(error) => Outcome::Undecidable(Undecidable::Unreadable(error)),
+        Err(diff::DiffError::Json(error)) => Outcome::Undecidable(Undecidable::Unreadable(error)),
+        Err(error) => Outcome::Undecidable(Undecidable::TooManyChanges(error)),
     }
 }
 

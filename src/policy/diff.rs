@@ -69,11 +69,33 @@ pub fn changed_leaves<'t>(
     old: &RawObject<'t>,
     new: &RawObject<'t>,
     rules: &dyn DiffRules,
-) -> Result<Vec<FieldPath>, serde_json::Error> {
+) -> Result<Vec<FieldPath>, DiffError> {
     let mut walk = Walk::new(rules);
     walk.structure = [Structure(old.index()), Structure(new.index())];
     walk.compare_members(old.members(), new.members())?;
+    if walk.overflow {
+        return Err(DiffError::TooManyChanges);
+    }
     Ok(walk.finish())
+}
+
+/// The most changed fields one diff keeps. A response shows at most [`super::MAX_CAUSES`] of
+/// them and no real update changes this many compared fields at once; each kept path costs a few
+/// hundred bytes, and a body of a few MiB could otherwise name millions (`[0,0,…]` against
+/// `[1,1,…]` took 1.3 GiB). Past it the diff stops keeping paths and fails closed
+/// ([`DiffError::TooManyChanges`]): a review that cannot be judged path by path is denied.
+pub const MAX_CHANGED_FIELDS: usize = 4096;
+
+/// Why two objects could not be diffed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// JSON the diff has to read and cannot (a number beyond f64, nesting beyond serde_json's
+    /// limit), in serde_json's words.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// More than [`MAX_CHANGED_FIELDS`] compared fields changed.
+    #[error("more than {MAX_CHANGED_FIELDS} compared fields changed, too many to judge one by one")]
+    TooManyChanges,
 }
 
 /// Whether two raw values (`None`: absent) differ as leaves, with no rules: the scale
@@ -111,6 +133,8 @@ struct Walk<'a, 'i, 't> {
     rules: &'a dyn DiffRules,
     path: FieldPath,
     changed: Vec<FieldPath>,
+    /// Whether a changed field was not kept: more than [`MAX_CHANGED_FIELDS`].
+    overflow: bool,
     /// Where the old and the new side's texts lie.
     structure: [Structure<'i, 't>; 2],
 }
@@ -121,7 +145,21 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
             rules,
             path: FieldPath::root(),
             changed: Vec::new(),
+            overflow: false,
             structure: [Structure(None); 2],
+        }
+    }
+
+    /// The current path changed: kept, up to [`MAX_CHANGED_FIELDS`]. Both sides of a change at
+    /// one path (two scalars, a scalar and an empty object) name it once.
+    fn record(&mut self) {
+        if self.changed.last() == Some(&self.path) {
+            return;
+        }
+        if self.changed.len() < MAX_CHANGED_FIELDS {
+            self.changed.push(self.path.clone());
+        } else {
+            self.overflow = true;
         }
     }
 
@@ -188,7 +226,7 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
             match (shape(a), shape(b)) {
                 // Two strings without escapes are their bytes: unequal bytes, another string.
                 (b'"', b'"') if !a.contains('\\') && !b.contains('\\') => {
-                    self.changed.push(self.path.clone());
+                    self.record();
                     return Ok(());
                 }
                 _ if deep => {}
@@ -345,10 +383,11 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
     /// (present, unlike an absent field), unless the rules say an empty object there is absent.
     fn presence(&mut self, mark: usize) {
         if self.changed.len() == mark
+            && !self.overflow
             && !self.path.is_root()
             && !self.rules.empty_is_absent(&self.path)
         {
-            self.changed.push(self.path.clone());
+            self.record();
         }
     }
 
@@ -382,7 +421,7 @@ impl<'a, 'i, 't> Walk<'a, 'i, 't> {
                     .default_at(&self.path)
                     .is_some_and(|default| scalars_equal(default, scalar));
                 if !is_default {
-                    self.changed.push(self.path.clone());
+                    self.record();
                 }
             }
         }
@@ -778,6 +817,25 @@ mod tests {
         let shown: Vec<String> = raw.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["x.a", "x.a[0]", "x.a[1]"]);
         assert_eq!(raw, full);
+    }
+
+    #[test]
+    fn at_most_max_changed_fields_are_kept_and_more_is_refused() {
+        let never = |_: &FieldPath| false;
+        let lists = |n: usize| {
+            let list = |v: &str| format!("{{\"l\":[{}]}}", vec![v; n].join(","));
+            (list("0"), list("1"))
+        };
+        let (old, new) = lists(MAX_CHANGED_FIELDS);
+        let read = |text| RawObject::parse(text).unwrap();
+        let changed = changed_leaves(&read(&old), &read(&new), &never).unwrap();
+        assert_eq!(changed.len(), MAX_CHANGED_FIELDS);
+        let (old, new) = lists(MAX_CHANGED_FIELDS + 1);
+        let error = changed_leaves(&read(&old), &read(&new), &never).unwrap_err();
+        assert!(matches!(error, DiffError::TooManyChanges), "{error}");
+        // Added whole, the same bound.
+        let error = changed_leaves(&read("{}"), &read(&new), &never).unwrap_err();
+        assert!(matches!(error, DiffError::TooManyChanges), "{error}");
     }
 
     #[test]
