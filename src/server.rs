@@ -75,10 +75,11 @@ pub const MAX_H2_STREAMS: u32 = 128;
 /// refused at once with 503 and `Retry-After`; see the `budget` module for how requests share
 /// it ([`SMALL_SHARE`] of it is kept for bodies up to [`SMALL_BODY_BYTES`]).
 /// [`MAX_CONNECTIONS`] × [`MAX_H2_STREAMS`] × [`MAX_BODY_BYTES`] is far beyond any pod's
-/// memory; this is what bounds it. The default fits the Deployment's 128 MiB memory limit:
-/// [`BASELINE_MEMORY_BYTES`] + 8 MiB × [`PEAK_MEMORY_PER_BODY_BYTE`] = 128 MiB. It takes one
-/// body of [`MAX_BODY_BYTES`] at a time beside the small reviews.
-pub const MAX_IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+/// memory; this is what bounds it. The default fits the Deployment's 256 MiB memory limit:
+/// [`BASELINE_MEMORY_BYTES`] + 18 MiB × [`PEAK_MEMORY_PER_BODY_BYTE`] = 248 MiB. It takes two
+/// bodies of [`MAX_BODY_BYTES`] at a time beside the small reviews, or 32 connections each
+/// sending a large job's review of half a MiB (the load benchmark's large row).
+pub const MAX_IN_FLIGHT_BYTES: usize = 18 * 1024 * 1024;
 /// Peak resident memory per byte of request body in flight, measured on the release and debug
 /// binaries (one 6 MiB body to a fresh process, its `VmHWM` before and after): 1.2 for a review
 /// padded with one long string, 1.6 for one with a long `env` list in both objects (the body
