@@ -8,10 +8,11 @@
 //! `spec.ttlSecondsAfterFinished` and `spec.cleanPodPolicy` (and their `spec.runPolicy`
 //! equivalents, the layout of the current training-operator) may change, for everyone.
 //! [`mod@file`] reads the same rule from a policy file. [`mode`] holds the rollout: the mode of
-//! each namespace, and how far the namespace label may move it ([`Policy::effective_mode`]). [`index`] is the structural index of JSON
-//! text (one validating pass) that decoding and the diff read objects through. [`diff`] is the
-//! one diff production runs; `oracle` (feature `oracle`, for tests and fuzzing) is the
-//! whole-tree diff it is checked against.
+//! each namespace, and how far the namespace label may move it ([`Policy::effective_mode`]).
+//! [`diff`] is the one diff production runs; it reads objects through [`crate::json`] (the
+//! body's structural index, built in one validating pass), the only other module this one
+//! uses. `oracle` (feature `oracle`, for tests and fuzzing) is the whole-tree diff it is
+//! checked against.
 //!
 //! Pure and synchronous: no I/O, no async, no Kubernetes client. Everything else in the crate
 //! wraps this module; it depends on nothing else in the crate.

@@ -19,7 +19,7 @@
 //! so they cost nothing, and name schema defaults: where the API server fills in a default
 //! (`spec.runPolicy.suspend: false` when a `runPolicy` appears), an absent field and its default
 //! value are the same. The levels of a review's objects are found through the body's
-//! [`Index`]; texts read without one are indexed level by level. Pure: no I/O, no allocation
+//! [`Index`](crate::json::Index); texts read without one are indexed level by level. Pure: no I/O, no allocation
 //! beyond the member lists of changed levels, the reported paths and one working path.
 
 use std::borrow::Cow;
