@@ -166,9 +166,9 @@ pub struct ServeArgs {
 /// A policy file and a mode for the offline commands.
 #[derive(Debug, Args)]
 pub struct PolicyArg {
-    /// Policy file (YAML or JSON); the built-in rule when absent.
-    #[arg(long, env = "PYTORCHJOB_GUARD_POLICY")]
-    pub policy: Option<PathBuf>,
+    /// The policy.
+    #[command(flatten)]
+    pub file: PolicyFile,
     /// The mode the namespace label asks for, as the path `/validate/<mode>` it selects: it
     /// applies when stricter than the policy's mode for the object's namespace, and when weaker
     /// only if the policy's `namespaceLabel.mayLowerTo` lists it. E.g. `--mode enforce` to see
@@ -179,6 +179,20 @@ pub struct PolicyArg {
 
 impl PolicyArg {
     fn load(&self) -> anyhow::Result<Policy> {
+        self.file.load()
+    }
+}
+
+/// The `--policy` flag alone.
+#[derive(Debug, Args)]
+pub struct PolicyFile {
+    /// Policy file (YAML or JSON); the built-in rule when absent.
+    #[arg(long, env = "PYTORCHJOB_GUARD_POLICY")]
+    pub policy: Option<PathBuf>,
+}
+
+impl PolicyFile {
+    fn load(&self) -> anyhow::Result<Policy> {
         Ok(match &self.policy {
             Some(path) => PolicyStore::from_file(path)?.current().as_ref().clone(),
             None => Policy::default(),
@@ -186,12 +200,13 @@ impl PolicyArg {
     }
 }
 
-/// Flags of `vap`.
+/// Flags of `vap`: the policy alone, since its bindings cover every namespace and label value
+/// (no `--mode`).
 #[derive(Debug, Args)]
 pub struct VapArgs {
-    /// The policy to compile; `--mode` is the mode of namespaces without a mode label.
+    /// The policy to compile.
     #[command(flatten)]
-    pub policy: PolicyArg,
+    pub policy: PolicyFile,
 }
 
 /// Flags of `replay`.

@@ -147,11 +147,10 @@ fn each_component_applies_only_its_policy_and_bindings() {
             kinds,
             [
                 "ValidatingAdmissionPolicy",
-                "ValidatingAdmissionPolicyBinding",
-                "ValidatingAdmissionPolicyBinding",
                 "ValidatingAdmissionPolicyBinding"
             ],
-            "{name}: no Deployment, Service, certificate or webhook configuration"
+            "{name}: no Deployment, Service, certificate or webhook configuration, and one \
+             binding: the presets enforce everywhere and no label may lower them"
         );
         for doc in &docs {
             assert_eq!(
@@ -171,7 +170,7 @@ fn each_component_applies_only_its_policy_and_bindings() {
             assert_eq!(spec.policy_name.as_deref(), Some(vap::POLICY_NAME));
             actions.push(spec.validation_actions.unwrap().join(","));
         }
-        assert_eq!(actions, ["Deny", "Warn", "Audit"], "{name}");
+        assert_eq!(actions, ["Deny"], "{name}");
         // Every expression is CEL the interpreter parses.
         let compiled = Compiled::new(&vap::generate(&policy).unwrap());
         assert!(!compiled.variables.is_empty());
@@ -1053,4 +1052,90 @@ fn a_policy_cel_cannot_express_is_refused_with_an_error_naming_it() {
         stderr.contains("containers[0].image") && stderr.contains("list index"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_bindings_follow_the_policy_floor_and_a_glob_or_mode_flag_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, rollout: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: pytorchjob-guard.kubeflow.org/v1alpha1\nkind: Policy\n\
+                 kinds: [{{group: kubeflow.org, kind: PyTorchJob}}]\n\
+                 updatable: [metadata.labels]\n{rollout}"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let vap = |args: &[&str], policy: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_pytorchjob-guard"))
+            .arg("vap")
+            .args(args)
+            .arg("--policy")
+            .arg(policy)
+            .env_remove("PYTORCHJOB_GUARD_POLICY")
+            .output()
+            .unwrap()
+    };
+    // Exact names: team-sandbox is audited, every other namespace enforced unless its label
+    // asks for warn, which the policy allows.
+    let names = write(
+        "names.yaml",
+        "modeOverrides: [{mode: audit, namespaces: [team-sandbox]}]\n\
+         namespaceLabel: {mayLowerTo: [warn]}\n",
+    );
+    let output = vap(&[], &names);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let docs: Vec<Value> =
+        serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&output.stdout).unwrap())
+            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+            .collect();
+    let bindings: Vec<(String, String)> = docs
+        .iter()
+        .filter(|doc| doc["kind"] == "ValidatingAdmissionPolicyBinding")
+        .map(|doc| {
+            (
+                doc["spec"]["validationActions"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                doc["spec"]["matchResources"]["namespaceSelector"].to_string(),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = bindings.iter().map(|(a, _)| a.as_str()).collect();
+    // Deny: team-sandbox labelled enforce (stricter than its audit), the rest unless labelled
+    // warn; Warn: team-sandbox labelled warn, the rest labelled warn; Audit: team-sandbox
+    // otherwise. Strictest first, the override's set before the rest.
+    assert_eq!(
+        actions,
+        ["Deny", "Deny", "Warn", "Warn", "Audit"],
+        "{bindings:#?}"
+    );
+    assert!(
+        bindings
+            .iter()
+            .any(|(action, selector)| action == "Audit" && selector.contains("team-sandbox"))
+    );
+    // A glob: exit 2, nothing printed, the glob named.
+    let glob = write(
+        "glob.yaml",
+        "modeOverrides: [{mode: audit, namespaces: [\"exp-*\"]}]\n",
+    );
+    let output = vap(&[], &glob);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("exp-*") && stderr.contains("glob"),
+        "{stderr}"
+    );
+    // `--mode` is the webhook commands' label; the bindings already cover every label value.
+    let output = vap(&["--mode", "warn"], &names);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--mode"));
 }
