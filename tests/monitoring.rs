@@ -315,13 +315,18 @@ fn get(path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-/// The real binary on loopback with fresh certificates; returns it, its CA, its webhook and
-/// metrics addresses.
+/// The real binary on loopback with fresh certificates and the built-in policy set up for a
+/// rollout (the label may lower a namespace to warn, so `/validate/warn` gives would-deny
+/// decisions); returns it, its CA, its webhook and metrics addresses.
 fn start_guard(dir: &Path) -> (KillOnDrop, String, SocketAddr, SocketAddr) {
     use pytorchjob_guard::certs;
     let names = certs::default_names(certs::DEFAULT_SERVICE, certs::DEFAULT_NAMESPACE);
     let generated = certs::generate(&names).unwrap();
     certs::write(dir, &generated).unwrap();
+    let policy = dir.join("policy.yaml");
+    let mut text = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    text.push_str("namespaceLabel:\n  mayLowerTo: [warn]\n");
+    std::fs::write(&policy, text).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pytorchjob-guard"))
@@ -334,7 +339,9 @@ fn start_guard(dir: &Path) -> (KillOnDrop, String, SocketAddr, SocketAddr) {
         ))
         .arg(format!("--tls-key={}", dir.join(certs::KEY_FILE).display()))
         .arg("--log-format=json")
+        .arg(format!("--policy={}", policy.display()))
         .env_remove("RUST_LOG")
+        .env_remove("PYTORCHJOB_GUARD_POLICY")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
