@@ -12,9 +12,15 @@
 //! log, `record` and `replay` read the [`Decision`]; nothing re-derives it from strings or
 //! re-parses the response.
 //!
+//! With the feature `oracle` (tests and the fuzz targets), `oracle` holds [`review`] to the
+//! rule on whole bodies: it reads a body with serde_json alone, judges it with
+//! `policy::oracle`, and says where production's answer differs (`oracle::check`).
+//!
 //! Pure: no I/O and no async. It touches only the policy it is given.
 
 pub mod decision;
+#[cfg(any(test, feature = "oracle"))]
+pub mod oracle;
 pub mod request;
 pub mod response;
 

@@ -19,8 +19,9 @@
 //! | [`vap`] | the policy compiled to a `ValidatingAdmissionPolicy` and its bindings (CEL), as YAML | nothing (pure) |
 //! | [`cli`] | clap commands `serve` / `review` / `check` / `replay` / `certs` / `vap` and their exit codes | all of the above |
 //!
-//! With the feature `oracle` (tests and the fuzz targets), `policy::oracle` is the whole-tree
-//! diff the production diff is checked against.
+//! With the feature `oracle` (tests and the fuzz targets), `policy::oracle` is the rule written
+//! again as a whole-tree walk over parsed values, sharing no code with the production diff, and
+//! `admission::oracle` holds [`admission::review`] to it on whole review bodies.
 #![forbid(unsafe_code)]
 
 pub mod admission;

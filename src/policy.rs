@@ -11,8 +11,9 @@
 //! each namespace, and how far the namespace label may move it ([`Policy::effective_mode`]).
 //! [`diff`] is the one diff production runs; it reads objects through [`crate::json`] (the
 //! body's structural index, built in one validating pass), the only other module this one
-//! uses. `oracle` (feature `oracle`, for tests and fuzzing) is the whole-tree diff it is
-//! checked against.
+//! uses. `oracle` (feature `oracle`, for tests and fuzzing) is what it is checked against: the
+//! rule written again as a plain walk over two whole parsed trees, sharing no code with
+//! [`diff`] (it reads the policy's rule data and calls [`Policy::judge`]).
 //!
 //! Pure and synchronous: no I/O, no async, no Kubernetes client. Everything else in the crate
 //! wraps this module; it depends on nothing else in the crate.

@@ -107,19 +107,6 @@ pub fn raw_values_differ(old: Option<&str>, new: Option<&str>) -> Result<bool, s
     Ok(!walk.changed.is_empty())
 }
 
-/// The oracle: the same leaves from two whole parsed trees, with no fast path. Tests and the
-/// fuzz target check [`changed_leaves`] against it (feature `oracle`); production never runs it.
-#[cfg(any(test, feature = "oracle"))]
-pub(super) fn changed_leaves_of_values(
-    old: &Value,
-    new: &Value,
-    rules: &dyn DiffRules,
-) -> Vec<FieldPath> {
-    let mut walk = Walk::new(rules);
-    walk.compare(old, new);
-    walk.finish()
-}
-
 /// How deep the raw walk descends before it parses the rest: far below any real object's depth
 /// (a PyTorchJob's deepest fields are about 20 levels down).
 pub const MAX_RAW_DEPTH: usize = 32;
@@ -458,6 +445,15 @@ fn numbers_equal(x: &Number, y: &Number) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The parsed walk alone, on two whole trees: what the raw walk falls back to where bytes
+    /// differ, and what it must agree with where they do not. (The independent oracle, written
+    /// from the rule, is `policy::oracle`.)
+    fn changed_leaves_of_values(old: &Value, new: &Value, rules: &dyn DiffRules) -> Vec<FieldPath> {
+        let mut walk = Walk::new(rules);
+        walk.compare(old, new);
+        walk.finish()
+    }
 
     fn diff(old: Value, new: Value) -> Vec<String> {
         changed_leaves_of_values(&old, &new, &|_: &FieldPath| false)
