@@ -9,13 +9,17 @@
 //! the production evaluation equals the oracle's.
 #![no_main]
 
+#[path = "json_values.rs"]
+mod json_values;
+
 use std::sync::LazyLock;
 
 use arbitrary::{Result, Unstructured};
+use json_values::Values;
 use libfuzzer_sys::fuzz_target;
 use pytorchjob_guard::policy::oracle::{self, changed_leaves};
 use pytorchjob_guard::policy::{FieldPath, Policy, RawObject, Requester, diff};
-use serde_json::{Map, Number, Value, json};
+use serde_json::{Map, Value, json};
 
 static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
 
@@ -39,41 +43,20 @@ const KEYS: &[&str] = &[
     "",
 ];
 
-const MAX_DEPTH: u32 = 8;
+/// This target's values.
+const VALUES: Values = Values {
+    keys: KEYS,
+    max_depth: 8,
+    max_len: 4,
+};
+const MAX_DEPTH: u32 = VALUES.max_depth;
 
 fn key(u: &mut Unstructured) -> Result<String> {
-    if u.ratio(3, 4)? {
-        Ok((*u.choose(KEYS)?).to_owned())
-    } else {
-        u.arbitrary()
-    }
+    VALUES.key(u)
 }
 
 fn value(u: &mut Unstructured, depth: u32) -> Result<Value> {
-    let kinds = if depth >= MAX_DEPTH { 4 } else { 6 };
-    Ok(match u.int_in_range(0..=kinds)? {
-        0 => Value::Null,
-        1 => Value::Bool(u.arbitrary()?),
-        2 => Value::from(u.arbitrary::<i64>()?),
-        3 => Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
-        4 => Value::String(key(u)?),
-        5 => {
-            let len = u.int_in_range(0..=4)?;
-            Value::Array(
-                (0..len)
-                    .map(|_| value(u, depth + 1))
-                    .collect::<Result<_>>()?,
-            )
-        }
-        _ => {
-            let len = u.int_in_range(0..=4)?;
-            let mut map = Map::new();
-            for _ in 0..len {
-                map.insert(key(u)?, value(u, depth + 1)?);
-            }
-            Value::Object(map)
-        }
-    })
+    VALUES.value(u, depth)
 }
 
 /// A copy of `v` with a few subtrees replaced, added or removed.

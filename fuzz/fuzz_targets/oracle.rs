@@ -13,14 +13,18 @@
 //! judges; a refusal or a denial wherever it cannot).
 #![no_main]
 
+#[path = "json_values.rs"]
+mod json_values;
+
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use arbitrary::{Result, Unstructured};
+use json_values::Values;
 use libfuzzer_sys::fuzz_target;
 use pytorchjob_guard::admission::oracle;
 use pytorchjob_guard::policy::{Policy, file};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 static POLICIES: LazyLock<[Policy; 2]> = LazyLock::new(|| {
     let kueue = file::parse(include_str!("../../policies/kueue.yaml")).expect("the preset parses");
@@ -67,42 +71,19 @@ const KEYS: &[&str] = &[
     "",
 ];
 
-const MAX_DEPTH: u32 = 4;
+/// This target's values.
+const VALUES: Values = Values {
+    keys: KEYS,
+    max_depth: 4,
+    max_len: 3,
+};
 
 fn key(u: &mut Unstructured) -> Result<String> {
-    if u.ratio(3, 4)? {
-        Ok((*u.choose(KEYS)?).to_owned())
-    } else {
-        u.arbitrary()
-    }
+    VALUES.key(u)
 }
 
 fn value(u: &mut Unstructured, depth: u32) -> Result<Value> {
-    let kinds = if depth >= MAX_DEPTH { 5 } else { 7 };
-    Ok(match u.int_in_range(0..=kinds)? {
-        0 => Value::Null,
-        1 => Value::Bool(u.arbitrary()?),
-        2 => Value::from(u.int_in_range(-3..=3)?),
-        3 => Value::from(u.arbitrary::<i64>()?),
-        4 => Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
-        5 => Value::String(key(u)?),
-        6 => {
-            let len = u.int_in_range(0..=3)?;
-            Value::Array(
-                (0..len)
-                    .map(|_| value(u, depth + 1))
-                    .collect::<Result<_>>()?,
-            )
-        }
-        _ => {
-            let len = u.int_in_range(0..=3)?;
-            let mut map = Map::new();
-            for _ in 0..len {
-                map.insert(key(u)?, value(u, depth + 1)?);
-            }
-            Value::Object(map)
-        }
-    })
+    VALUES.value(u, depth)
 }
 
 /// Every value below the root, as JSON pointers, in document order.
