@@ -6,7 +6,9 @@
 #   RESULTS=file bench/load.sh         # also writes the markdown report to file
 #   LOGS=warn bench/load.sh            # the same with --log-level warn (decision log off), to compare
 #   DURATION=3 bench/load.sh           # quicker, noisier
-#   GUARD_BIN=/tmp/old/pytorchjob-guard bench/load.sh   # an already built webhook (before/after)
+#   GUARD_BIN=/tmp/old/pytorchjob-guard bench/load.sh   # an already built webhook
+#   BEFORE=25c0462 bench/load.sh       # before/after: that commit's webhook, with its own shipped
+#                                      # args and policy, beside this one, alternating per row
 #
 # The webhook runs with the Deployment's own args, read from manifests/base/deployment.yaml
 # (today --tls-cert, --tls-key, --log-format=json, --policy: default log level, so one JSON
@@ -30,6 +32,14 @@
 # beside the large one, and the decision-log count. The markdown report goes to stdout (and to
 # $RESULTS when set); progress to stderr. The script stops by itself and stops its servers.
 #
+# With BEFORE=REV, a second webhook runs beside the first: REV's, built in a worktree under the
+# temp dir (or BEFORE_BIN, already built from REV), with REV's Deployment args and policy
+# (`git show REV:manifests/base/…`). Each loaded row then runs ROUNDS (default 3) times on both,
+# alternating which goes first, and a third table gives each round's CPU µs per request, the
+# medians and after / before against issue 19's target (CPU per request within 10% of before):
+# the two are compared seconds apart, under the same disturbances, which a comparison of two
+# separate runs of this script is not (the same binary moves by ±20% between runs on a shared VM).
+#
 # Targets (issue 13), against the constant-answer server in the same run:
 #   HTTP/1.1, 32 connections: small-allow, small-deny ≥ 0.7× its req/s; large ≥ 0.5×.
 #   HTTP/2: small-allow, small-deny ≥ 0.6×. (HTTP/2 large and deny-heavy: no target.)
@@ -40,6 +50,7 @@
 # CONNECTIONS (32) REVIEWS ("small-allow small-deny large deny-heavy") PROTOCOLS ("h1 h2")
 # SERVER_CPU (0) CLIENT_CPU (1) GUARD_PORT (18443) METRICS_PORT (18490) BASELINE_PORT (18444)
 # GUARD_BIN / BENCH_BIN (skip building that binary) CARGO_TARGET_DIR (where builds go)
+# BEFORE (a git revision) BEFORE_BIN ROUNDS (3) BEFORE_PORT (18445) BEFORE_METRICS_PORT (18491)
 # RESULTS (file) KEEP=1 (keep the temp dir with the logs).
 set -euo pipefail
 
@@ -57,6 +68,10 @@ GUARD_PORT="${GUARD_PORT:-18443}"
 METRICS_PORT="${METRICS_PORT:-18490}"
 BASELINE_PORT="${BASELINE_PORT:-18444}"
 RESULTS="${RESULTS:-}"
+BEFORE="${BEFORE:-}"
+ROUNDS="${ROUNDS:-3}"
+BEFORE_PORT="${BEFORE_PORT:-18445}"
+BEFORE_METRICS_PORT="${BEFORE_METRICS_PORT:-18491}"
 DEPLOYMENT="$ROOT/manifests/base/deployment.yaml"
 POLICY="$ROOT/manifests/base/policy.yaml"
 
@@ -110,33 +125,59 @@ stop() { # PID: SIGTERM, up to 10 s (the guard keeps serving for its default 5 s
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+BEFORE_PID=""
+BEFORE_TREE=""
 cleanup() {
-    for pid in $GUARD_PID $BASELINE_PID; do stop "$pid"; done
+    for pid in $GUARD_PID $BASELINE_PID $BEFORE_PID; do stop "$pid"; done
+    [[ -z "$BEFORE_TREE" ]] || git -C "$ROOT" worktree remove --force "$BEFORE_TREE" 2>/dev/null || true
     if [[ "${KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
-# The container's args in the Deployment: the `- ` items under `args:`, up to the next key.
-mapfile -t SHIPPED < <(awk '
-    /^ *args: *$/ { inside = 1; indent = -1; next }
-    inside && /^ *- / { match($0, /^ */); if (indent < 0) indent = RLENGTH
-        if (RLENGTH == indent) { sub(/^ *- */, ""); gsub(/^"|"$/, ""); print; next } }
-    inside && /^ *[^ #-]/ { exit }' "$DEPLOYMENT")
-GUARD_ARGS=(serve --listen "127.0.0.1:$GUARD_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT")
-have_cert="" have_key=""
-for arg in "${SHIPPED[@]}"; do
-    case "$arg" in
-        --tls-cert=*) GUARD_ARGS+=("--tls-cert=$WORK/certs/tls.crt") have_cert=1 ;;
-        --tls-key=*) GUARD_ARGS+=("--tls-key=$WORK/certs/tls.key") have_key=1 ;;
-        --policy=*) GUARD_ARGS+=("--policy=$POLICY") ;;
-        --listen* | --metrics-listen*) die "the Deployment sets $arg: adapt bench/load.sh" ;;
-        --*=/*) die "the Deployment's $arg names a path bench/load.sh does not adapt" ;;
-        *) GUARD_ARGS+=("$arg") ;;
-    esac
-done
-[[ -n "$have_cert" && -n "$have_key" ]] ||
-    die "no --tls-cert= / --tls-key= among the Deployment's args (${SHIPPED[*]:-none}): adapt bench/load.sh"
-[[ "$LOGS" == warn ]] && GUARD_ARGS+=(--log-level warn)
+# guard_args DEPLOYMENT POLICY PORT METRICS_PORT → ARGS: the container's args in the Deployment
+# (the `- ` items under `args:`, up to the next key), with the paths and addresses adapted.
+guard_args() {
+    local deployment=$1 policy=$2 port=$3 metrics_port=$4 shipped arg have_cert="" have_key=""
+    mapfile -t shipped < <(awk '
+        /^ *args: *$/ { inside = 1; indent = -1; next }
+        inside && /^ *- / { match($0, /^ */); if (indent < 0) indent = RLENGTH
+            if (RLENGTH == indent) { sub(/^ *- */, ""); gsub(/^"|"$/, ""); print; next } }
+        inside && /^ *[^ #-]/ { exit }' "$deployment")
+    ARGS=(serve --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port")
+    for arg in "${shipped[@]}"; do
+        case "$arg" in
+            --tls-cert=*) ARGS+=("--tls-cert=$WORK/certs/tls.crt") have_cert=1 ;;
+            --tls-key=*) ARGS+=("--tls-key=$WORK/certs/tls.key") have_key=1 ;;
+            --policy=*) ARGS+=("--policy=$policy") ;;
+            --listen* | --metrics-listen*) die "$deployment sets $arg: adapt bench/load.sh" ;;
+            --*=/*) die "$deployment's $arg names a path bench/load.sh does not adapt" ;;
+            *) ARGS+=("$arg") ;;
+        esac
+    done
+    [[ -n "$have_cert" && -n "$have_key" ]] ||
+        die "no --tls-cert= / --tls-key= among $deployment's args (${shipped[*]:-none}): adapt bench/load.sh"
+    [[ "$LOGS" == warn ]] && ARGS+=(--log-level warn)
+    return 0
+}
+guard_args "$DEPLOYMENT" "$POLICY" "$GUARD_PORT" "$METRICS_PORT"
+GUARD_ARGS=("${ARGS[@]}")
+if [[ -n "$BEFORE" ]]; then
+    git -C "$ROOT" show "$BEFORE:manifests/base/deployment.yaml" >"$WORK/before-deployment.yaml" ||
+        die "BEFORE=$BEFORE: no manifests/base/deployment.yaml at that revision"
+    git -C "$ROOT" show "$BEFORE:manifests/base/policy.yaml" >"$WORK/before-policy.yaml" ||
+        die "BEFORE=$BEFORE: no manifests/base/policy.yaml at that revision"
+    guard_args "$WORK/before-deployment.yaml" "$WORK/before-policy.yaml" "$BEFORE_PORT" "$BEFORE_METRICS_PORT"
+    BEFORE_ARGS=("${ARGS[@]}")
+    if [[ -z "${BEFORE_BIN:-}" ]]; then
+        log "building pytorchjob-guard at $BEFORE (release, in a worktree under $WORK)"
+        git -C "$ROOT" worktree add --quiet --detach "$WORK/before-tree" "$BEFORE"
+        BEFORE_TREE="$WORK/before-tree"
+        cargo build --release --quiet --manifest-path "$WORK/before-tree/Cargo.toml" --bin pytorchjob-guard \
+            --target-dir "$WORK/before-target"
+        BEFORE_BIN="$WORK/before-target/release/pytorchjob-guard"
+    fi
+    [[ -x "$BEFORE_BIN" ]] || die "not executable: $BEFORE_BIN"
+fi
 # What the guard's log level and format depend on besides its flags.
 CLEAN_ENV=(-u RUST_LOG)
 while read -r name; do CLEAN_ENV+=(-u "$name"); done < <(compgen -e | grep '^PYTORCHJOB_GUARD_' || true)
@@ -155,6 +196,10 @@ for review in $REVIEWS; do
     esac
     answer="$(env "${CLEAN_ENV[@]}" "$GUARD_BIN" review --policy "$POLICY" "$WORK/reviews/$review.json")"
     [[ "$answer" == *"$want"* ]] || die "$review: expected $want from the webhook"
+    if [[ -n "$BEFORE" ]]; then
+        answer="$(env "${CLEAN_ENV[@]}" "$BEFORE_BIN" review --policy "$WORK/before-policy.yaml" "$WORK/reviews/$review.json")"
+        [[ "$answer" == *"$want"* ]] || die "$review: expected $want from the webhook at $BEFORE"
+    fi
 done
 
 # --- servers ---------------------------------------------------------------------------------
@@ -163,8 +208,8 @@ wait_port() {
     for _ in $(seq 100); do port_open "$1" && return 0; sleep 0.1; done
     die "nothing listens on 127.0.0.1:$1; see $WORK/*.log (KEEP=1 keeps them)"
 }
-for port in "$GUARD_PORT" "$METRICS_PORT" "$BASELINE_PORT"; do
-    ! port_open "$port" || die "127.0.0.1:$port is in use: set GUARD_PORT / METRICS_PORT / BASELINE_PORT"
+for port in "$GUARD_PORT" "$METRICS_PORT" "$BASELINE_PORT" ${BEFORE:+"$BEFORE_PORT" "$BEFORE_METRICS_PORT"}; do
+    ! port_open "$port" || die "127.0.0.1:$port is in use: set GUARD_PORT / METRICS_PORT / BASELINE_PORT (/ BEFORE_PORT / BEFORE_METRICS_PORT)"
 done
 
 log "guard: ${GUARD_ARGS[*]}"
@@ -177,6 +222,13 @@ BASELINE_PID=$!
 wait_port "$GUARD_PORT"
 wait_port "$METRICS_PORT"
 wait_port "$BASELINE_PORT"
+if [[ -n "$BEFORE" ]]; then
+    log "before ($BEFORE): ${BEFORE_ARGS[*]}"
+    env "${CLEAN_ENV[@]}" taskset -c "$SERVER_CPU" "$BEFORE_BIN" "${BEFORE_ARGS[@]}" \
+        >"$WORK/before.stdout" 2>"$WORK/before.log" &
+    BEFORE_PID=$!
+    wait_port "$BEFORE_PORT"
+fi
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -269,6 +321,37 @@ verdict() { # NAME OK(1/0) → V="yes" / "**no**", and counts it (no subshell: t
 }
 proto_name() { [[ "$1" == h1 ]] && echo HTTP/1.1 || echo HTTP/2; }
 
+# compare_before PROTO REVIEW (after the guard's first run of the row, in R_US): ROUNDS rounds
+# of the before webhook and this one, alternating which goes first; adds a row to COMPARED.
+COMPARED=()
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+compare_before() {
+    local proto=$1 review=$2 after="$R_US" before="" round ok=1 order server
+    [[ "$R_OK" == yes ]] || ok=0
+    # Round 1: this one (already run), then before; then before first in even rounds.
+    for ((round = 1; round <= ROUNDS; round++)); do
+        if ((round == 1)); then order=before; elif ((round % 2 == 0)); then order="before guard"; else order="guard before"; fi
+        for server in $order; do
+            if [[ "$server" == before ]]; then
+                run before "$BEFORE_PID" "$BEFORE_PORT" "$proto" "$review" "$CONNECTIONS" "$DURATION"
+                before+=" $R_US"
+            else
+                run guard "$GUARD_PID" "$GUARD_PORT" "$proto" "$review" "$CONNECTIONS" "$DURATION"
+                after+=" $R_US"
+            fi
+            [[ "$R_OK" == yes ]] || ok=0
+        done
+    done
+    local a b within cell
+    a="$(median <<<"$after")"
+    b="$(median <<<"$before")"
+    within="$(awk -v a="$a" -v b="$b" 'BEGIN {print (b > 0 && a <= 1.1 * b) ? 1 : 0}')"
+    ((ok)) || within=0
+    verdict "CPU/req vs $BEFORE $review $(proto_name "$proto")" "$within"
+    cell="≤ 1.10: $V$( ((ok)) || echo " (errors)")"
+    COMPARED+=("| $review | $(proto_name "$proto") | ${before# } | $b | $after | $a | **$(ratio "$a" "$b")** | $cell |")
+}
+
 LOADED=()
 UNLOADED=()
 PEAK_RSS=0
@@ -284,6 +367,7 @@ for review in $REVIEWS; do
         esac
         run guard "$GUARD_PID" "$GUARD_PORT" "$proto" "$review" "$CONNECTIONS" "$DURATION"
         g=("$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "$R_CLIENT" "$R_RSS" "$R_OK" "$R_NOISE" "$R_US")
+        [[ -z "$BEFORE" ]] || compare_before "$proto" "$review"
         run baseline "$BASELINE_PID" "$BASELINE_PORT" "$proto" "$review" "$CONNECTIONS" "$DURATION"
         b=("$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "$R_CLIENT" "$R_RSS" "$R_OK" "$R_NOISE" "$R_US")
         US[$proto/$review]="${g[8]}"
@@ -367,6 +451,14 @@ shown_args="${shown_args//$ROOT\//}"
     echo "Peak RSS of the webhook under load: $(mib "$PEAK_RSS") MiB ($PEAK_RSS KiB; target < 40 MiB: $V)."
     echo "Ratio = guard req/s / baseline req/s, truncated to 0.001; targets are compared on the unrounded req/s. CPU cost ratio = baseline CPU per request / guard CPU per request: the throughput ratio both would reach if each saturated its core (robust when a run is client-bound or disturbed)."
     echo
+    if [[ -n "$BEFORE" ]]; then
+        echo "Before / after: server CPU µs per request of the webhook at $BEFORE (\`pytorchjob-guard ${BEFORE_ARGS[*]//$WORK/\$WORK}\`, its own Deployment args and policy) and of this one, each round, in the loaded runs above ($ROUNDS rounds each, alternating which runs first; this one's first round is the run in the table above). The target is issue 19's: the median after at most 1.10 × the median before; after / before truncated to 0.001."
+        echo
+        echo "| review | HTTP | before µs/req, each round | before median | after µs/req, each round | after median | after / before | target (issue 19) |"
+        echo "| --- | --- | --- | ---: | --- | ---: | ---: | --- |"
+        printf '%s\n' "${COMPARED[@]}"
+        echo
+    fi
     echo "Unloaded: 1 connection, 1 request at a time, HTTP/1.1, ${WARMUP}s warm-up + ${UNLOADED_DURATION}s, each review on the guard then on the baseline."
     echo
     echo "| review | size | guard req/s | baseline req/s | guard p50 / p99 ms | baseline p50 / p99 ms | p99 guard − baseline ms | target (issue 13) | others' CPU % server / client core: guard; baseline run |"
@@ -396,5 +488,5 @@ shown_args="${shown_args//$ROOT\//}"
     fi
     echo
     not_met="$(printf '%s; ' "${NOT_MET[@]}")"
-    echo "Targets (issue 13): ${#MET[@]} met, ${#NOT_MET[@]} not met${NOT_MET:+: ${not_met%; }}."
+    echo "Targets (issue 13$([[ -z "$BEFORE" ]] || echo ", and issue 19's before / after")): ${#MET[@]} met, ${#NOT_MET[@]} not met${NOT_MET:+: ${not_met%; }}."
 } | tee ${RESULTS:+"$RESULTS"}
