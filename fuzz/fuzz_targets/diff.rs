@@ -130,11 +130,11 @@ fn read(text: &str) -> RawObject<'_> {
 
 fn check(old: &Value, new: &Value) {
     assert!(
-        changed_leaves(old, old, &*POLICY).is_empty(),
+        changed_leaves(old, old, &POLICY).is_empty(),
         "{old} differs from itself"
     );
-    let forward = changed_leaves(old, new, &*POLICY);
-    let backward = changed_leaves(new, old, &*POLICY);
+    let forward = changed_leaves(old, new, &POLICY);
+    let backward = changed_leaves(new, old, &POLICY);
     assert_eq!(forward, backward, "the diff is symmetric: {old} vs {new}");
     assert!(forward.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
     // The root prints as `<root>`, which is not a field path: it is reported only when a whole
@@ -156,7 +156,7 @@ fn check(old: &Value, new: &Value) {
     let text = |v: &Value| serde_json::to_string(v).expect("a Value serializes");
     let (old_text, new_text) = (text(&old), text(&new));
     let (old_raw, new_raw) = (read(&old_text), read(&new_text));
-    let forward = changed_leaves(&old, &new, &*POLICY);
+    let forward = changed_leaves(&old, &new, &POLICY);
     let fast = diff::changed_leaves(&old_raw, &new_raw, &*POLICY)
         .expect("serde_json reads back what it wrote");
     assert_eq!(fast, forward, "the production diff agrees: {old} vs {new}");
@@ -164,7 +164,10 @@ fn check(old: &Value, new: &Value) {
     let serde_read = |text| serde_json::from_str::<RawObject<'_>>(text).expect("valid JSON");
     let unindexed = diff::changed_leaves(&serde_read(&old_text), &serde_read(&new_text), &*POLICY)
         .expect("serde_json reads back what it wrote");
-    assert_eq!(unindexed, forward, "the unindexed diff agrees: {old} vs {new}");
+    assert_eq!(
+        unindexed, forward,
+        "the unindexed diff agrees: {old} vs {new}"
+    );
     let requester = Requester::default();
     let evaluation = oracle::evaluate(&POLICY, &old, &new, &requester);
     let production = POLICY

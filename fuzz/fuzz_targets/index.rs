@@ -122,8 +122,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let serde = serde_json::from_str::<IgnoredAny>(text).is_ok() && depth(text) < MAX_DEPTH;
-    for index in [Index::of(text), Index::of_twins(text, "object", "oldObject")] {
-        assert_eq!(index.is_ok(), serde, "indexed exactly when serde_json reads it: {text:?}");
+    for index in [
+        Index::of(text),
+        Index::of_twins(text, "object", "oldObject"),
+    ] {
+        assert_eq!(
+            index.is_ok(),
+            serde,
+            "indexed exactly when serde_json reads it: {text:?}"
+        );
         if let Ok(index) = index {
             assert_eq!(index.root(), text.trim_matches([' ', '\t', '\n', '\r']));
             agrees(&index, index.root());
