@@ -201,11 +201,11 @@ pub fn validation_action(mode: Mode) -> &'static str {
 /// a label selector, so a policy with one is refused ([`VapError::NamespaceGlob`]).
 pub fn namespace_modes(policy: &Policy) -> Result<Vec<(Mode, LabelSelector)>, VapError> {
     let rollout = policy.rollout();
-    // Names an override claimed (first match wins), and those in a set of their own: an
-    // override to the policy's own mode needs none, its names are judged as the rest.
-    let (mut claimed, mut listed): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
-    // (the names of the set, or None for every other namespace; one of them)
-    let mut sets: Vec<(Option<Vec<&str>>, Option<&str>)> = Vec::new();
+    // The names of each override that needs a set of its own (first match wins, so a name an
+    // earlier override lists stays there; an override to the policy's own mode needs none, its
+    // names are judged as the rest), then None: every other namespace.
+    let mut claimed: Vec<&str> = Vec::new();
+    let mut sets: Vec<Option<Vec<&str>>> = Vec::new();
     for entry in &rollout.overrides {
         let mut names = Vec::new();
         for pattern in &entry.namespaces {
@@ -217,26 +217,32 @@ pub fn namespace_modes(policy: &Policy) -> Result<Vec<(Mode, LabelSelector)>, Va
                 names.push(name);
             }
         }
-        if entry.mode != rollout.mode
-            && let Some(first) = names.first().copied()
-        {
-            listed.extend(&names);
-            sets.push((Some(names), Some(first)));
+        if entry.mode != rollout.mode && !names.is_empty() {
+            sets.push(Some(names));
         }
     }
-    sets.push((None, None));
+    let rest_excludes: Vec<String> = EXCLUDED_NAMESPACES
+        .iter()
+        .copied()
+        .chain(sets.iter().flatten().flatten().copied())
+        .map(str::to_owned)
+        .collect();
+    sets.push(None);
     let requirement = |key: &str, operator: &str, values: Vec<String>| LabelSelectorRequirement {
         key: key.to_owned(),
         operator: operator.to_owned(),
         values: Some(values),
     };
+    let label_values = |modes: Vec<Mode>| modes.iter().map(|m| m.as_str().to_owned()).collect();
     // What the label can ask for: nothing (no label, or a value that names no mode), or a mode.
     let asks = || std::iter::once(None).chain(Mode::ALL.map(Some));
     let mut selectors = Vec::new();
     for mode in Mode::ALL {
-        for (names, one) in &sets {
+        for names in &sets {
+            // Every name of a set resolves alike: its first stands for all.
+            let one = names.as_ref().map(|names| names[0]);
             let asking: Vec<Option<Mode>> = asks()
-                .filter(|label| rollout.resolve(*one, *label).mode() == mode)
+                .filter(|label| rollout.resolve(one, *label).mode() == mode)
                 .collect();
             if asking.is_empty() {
                 continue;
@@ -247,30 +253,18 @@ pub fn namespace_modes(policy: &Policy) -> Result<Vec<(Mode, LabelSelector)>, Va
                     "In",
                     names.iter().map(|n| (*n).to_owned()).collect(),
                 ),
-                None => requirement(
-                    NAME_LABEL,
-                    "NotIn",
-                    EXCLUDED_NAMESPACES
-                        .iter()
-                        .chain(&listed)
-                        .map(|n| (*n).to_owned())
-                        .collect(),
-                ),
-            };
-            let label_values = |modes: &mut dyn Iterator<Item = Mode>| -> Vec<String> {
-                modes.map(|m| m.as_str().to_owned()).collect()
+                None => requirement(NAME_LABEL, "NotIn", rest_excludes.clone()),
             };
             // NotIn also matches a namespace without the label; In and NotIn need a value.
             let by_label = if asking.contains(&None) {
-                let others = label_values(
-                    &mut Mode::ALL
-                        .into_iter()
-                        .filter(|m| !asking.contains(&Some(*m))),
-                );
-                (!others.is_empty()).then(|| requirement(MODE_LABEL, "NotIn", others))
+                let others: Vec<Mode> = Mode::ALL
+                    .into_iter()
+                    .filter(|m| !asking.contains(&Some(*m)))
+                    .collect();
+                (!others.is_empty()).then(|| requirement(MODE_LABEL, "NotIn", label_values(others)))
             } else {
-                let wanted = label_values(&mut asking.iter().flatten().copied());
-                Some(requirement(MODE_LABEL, "In", wanted))
+                let wanted = asking.iter().flatten().copied().collect();
+                Some(requirement(MODE_LABEL, "In", label_values(wanted)))
             };
             let selector = LabelSelector {
                 match_expressions: Some(std::iter::once(by_name).chain(by_label).collect()),
