@@ -323,6 +323,11 @@ mod tests {
         check(&Policy::default(), body)
     }
 
+    /// [`checked`] on a review written by serde_json.
+    fn checked_value(review: &Value) -> Result<Checked, String> {
+        checked(&serde_json::to_vec(review).unwrap())
+    }
+
     #[test]
     fn recorded_reviews_agree() {
         for (name, expected) in [
@@ -371,25 +376,16 @@ mod tests {
         let mut review: Value =
             serde_json::from_slice(&fixture("pytorchjob/image.review.json")).unwrap();
         review["request"]["uid"] = json!("");
-        assert_eq!(
-            checked(&serde_json::to_vec(&review).unwrap()),
-            Ok(Checked::Refused)
-        );
+        assert_eq!(checked_value(&review), Ok(Checked::Refused));
         // A governed UPDATE whose userInfo kube's types refuse: denied unjudged.
         review["request"]["uid"] = json!("u");
         review["request"]["userInfo"] = json!({"username": 7});
-        assert_eq!(
-            checked(&serde_json::to_vec(&review).unwrap()),
-            Ok(Checked::Unread)
-        );
+        assert_eq!(checked_value(&review), Ok(Checked::Unread));
         // A governed UPDATE without its old object, or with one that is no object.
         review["request"]["userInfo"] = json!({"username": "u"});
         for old in [Value::Null, json!([1]), json!("x")] {
             review["request"]["oldObject"] = old;
-            assert_eq!(
-                checked(&serde_json::to_vec(&review).unwrap()),
-                Ok(Checked::Undecidable)
-            );
+            assert_eq!(checked_value(&review), Ok(Checked::Undecidable));
         }
     }
 
@@ -408,10 +404,7 @@ mod tests {
         let list = |v: u8| Value::from(vec![v; MAX_CHANGED_FIELDS + 1]);
         review["request"]["oldObject"]["spec"]["l"] = list(0);
         review["request"]["object"]["spec"]["l"] = list(1);
-        assert_eq!(
-            checked(&serde_json::to_vec(&review).unwrap()),
-            Ok(Checked::Undecidable)
-        );
+        assert_eq!(checked_value(&review), Ok(Checked::Undecidable));
     }
 
     /// The check fails where production's answer differs from the oracle's: a doctored answer.
