@@ -210,7 +210,7 @@ pub fn namespace_modes(policy: &Policy) -> Result<Vec<(Mode, LabelSelector)>, Va
         let mut names = Vec::new();
         for pattern in &entry.namespaces {
             let name = pattern.name().ok_or_else(|| VapError::NamespaceGlob {
-                pattern: pattern.as_str().to_owned(),
+                pattern: pattern.to_string(),
             })?;
             if !claimed.contains(&name) && !EXCLUDED_NAMESPACES.contains(&name) {
                 claimed.push(name);

@@ -149,11 +149,6 @@ impl fmt::Display for NamespacePattern {
 }
 
 impl NamespacePattern {
-    /// The name or glob as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The namespace this names, when it is a name and not a glob.
     pub fn name(&self) -> Option<&str> {
         (!self.0.contains(['*', '?'])).then_some(self.0.as_str())
